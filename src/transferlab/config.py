@@ -1,0 +1,184 @@
+"""Compose, parse and validate the Hydra config of a sweep.
+
+We use Hydra's compose API rather than ``@hydra.main``: the sweep CLI needs to accept
+``n=1..7`` and ``n=1,3,5`` literally (Hydra would read the comma form as a multirun), must
+work from any working directory, and should not litter the cwd with ``outputs/``.
+Every check here runs before any training starts and names the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Keys whose values are sweep axes: a range "a..b", a comma list "a,b,c" or a single int.
+AXIS_KEYS = ("n", "seed", "split.seed")
+TREATMENTS = ("selffer", "selffer_ft", "transfer", "transfer_ft", "random")
+GROUPS = ("data", "model", "split", "train", "launcher", "experiment")
+
+
+class ConfigError(ValueError):
+    """A bad value in the config or on the command line, found before any training."""
+
+
+def config_dir() -> Path:
+    """The folder holding config.yaml: inside the installed package, else the repo's configs/."""
+    packaged = Path(str(resources.files("transferlab"))) / "configs"
+    if (packaged / "config.yaml").is_file():
+        return packaged
+    repo = Path(__file__).resolve().parents[2] / "configs"
+    if (repo / "config.yaml").is_file():
+        return repo
+    raise FileNotFoundError(f"transferlab's configs were not found in {packaged} or {repo}")
+
+
+def group_options(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def quote_axis_overrides(overrides: Sequence[str]) -> list[str]:
+    """Turn ``n=1..7`` / ``n=1,3,5`` into quoted strings Hydra takes as plain values."""
+    out = []
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        bare = key.lstrip("+~")
+        if sep and bare in AXIS_KEYS and value and value[0] not in "'\"[":
+            ov = f"{key}='{value}'"
+        out.append(ov)
+    return out
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the config from ``configs/`` plus command-line style overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = quote_axis_overrides(overrides)
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        if key in GROUPS and value not in ("null", "") and value not in group_options(key):
+            raise ConfigError(
+                f"unknown {key} {value!r}; choose one of: {', '.join(group_options(key))}"
+            )
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except MissingConfigException as e:
+        raise ConfigError(str(e)) from None
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"bad override: {e}") from None
+    return cfg
+
+
+def parse_axis(value, name: str, lo: int | None = None, hi: int | None = None) -> list[int]:
+    """Parse a sweep axis: an int, a list of ints, ``"a..b"`` (inclusive) or ``"a,b,c"``.
+
+    Returns the sorted unique values; raises ConfigError naming the bad value and the
+    allowed range.
+    """
+    allowed = f"an integer, a range like 1..7 or a list like 1,3,5"
+    if lo is not None and hi is not None:
+        allowed += f", each in {lo}..{hi}"
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not valid; expected {allowed}")
+    if isinstance(value, int):
+        items = [value]
+    elif isinstance(value, (list, tuple, ListConfig)):
+        items = list(value)
+    elif isinstance(value, str):
+        text = value.strip().strip("[]")
+        m = re.fullmatch(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*", text)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if a > b:
+                raise ConfigError(f"{name}={value!r}: the range is empty ({a} > {b}); expected {allowed}")
+            items = list(range(a, b + 1))
+        elif text and all(re.fullmatch(r"\s*-?\d+\s*", t) for t in text.split(",")):
+            items = [int(t) for t in text.split(",")]
+        else:
+            raise ConfigError(f"{name}={value!r} is not valid; expected {allowed}")
+    else:
+        raise ConfigError(f"{name}={value!r} is not valid; expected {allowed}")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{name}={value!r}: {v!r} is not an integer; expected {allowed}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ConfigError(f"{name}={value!r}: {v} is out of range; expected {allowed}")
+        out.append(v)
+    if not out:
+        raise ConfigError(f"{name}={value!r} is empty; expected {allowed}")
+    return sorted(set(out))
+
+
+def _choice(cfg: DictConfig, key: str, allowed: Iterable) -> None:
+    allowed = list(allowed)
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}")
+
+
+def _positive(cfg: DictConfig, key: str, zero_ok: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if zero_ok else value > 0)
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid; expected a number {'>= 0' if zero_ok else '> 0'}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check everything that can be checked without touching data or training."""
+    from .models import num_weight_layers
+
+    _choice(cfg, "data.name", group_options("data"))
+    _choice(cfg, "split.name", [o for o in group_options("split")])
+    _choice(cfg, "model.name", ["caffenet"])
+    L = num_weight_layers(cfg.model)
+    parse_axis(cfg.n, "n", 1, L - 1)
+    parse_axis(cfg.seed, "seed", 0)
+    parse_axis(cfg.split.seed, "split.seed", 0)
+    treatments = list(cfg.treatments)
+    for t in treatments:
+        if t not in TREATMENTS:
+            raise ConfigError(f"treatments: {t!r} is not a treatment; allowed: {', '.join(TREATMENTS)}")
+    if not treatments:
+        raise ConfigError(f"treatments is empty; allowed: {', '.join(TREATMENTS)}")
+    for d in cfg.directions:
+        if d not in ("A", "B"):
+            raise ConfigError(f"directions: {d!r} is not a target task; allowed: A, B")
+    if not cfg.directions:
+        raise ConfigError("directions is empty; allowed: [A], [B] or [A, B]")
+    _choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={cfg.device!r} but CUDA is not available here; use device=auto or cpu")
+    t = cfg.train
+    for key in ("epochs", "batch_size", "lr"):
+        _positive(cfg, f"train.{key}")
+    for key in ("momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
+        _positive(cfg, f"train.{key}", zero_ok=True)
+    if int(t.epochs) != t.epochs or int(t.batch_size) != t.batch_size:
+        raise ConfigError(f"train.epochs and train.batch_size must be integers, got {t.epochs!r}, {t.batch_size!r}")
+    _choice(cfg, "train.schedule", ["cosine", "step", "constant"])
+    _choice(cfg, "train.precision", ["auto", "fp32", "bf16", "fp16"])
+    if cfg.name is not None and (not re.fullmatch(r"[A-Za-z0-9._=+-]+", str(cfg.name)) or str(cfg.name) in (".", "..")):
+        raise ConfigError(
+            f"name={cfg.name!r} is not a valid sweep folder name; use letters, digits and . _ = + -"
+        )
+
+
+def sweep_name(cfg: DictConfig) -> str:
+    return str(cfg.name) if cfg.name else f"{cfg.data.name}-{cfg.split.name}"
+
+
+def results_root(cfg: DictConfig) -> Path:
+    return Path(os.path.expanduser(str(cfg.results_dir))).absolute() / sweep_name(cfg)

@@ -1,0 +1,106 @@
+"""The AlexNet/CaffeNet-style network of the paper as an ordered list of weight layers.
+
+Layer i (1-based) is the i-th weight layer together with what follows it: ReLU, and for
+layers 1 and 2 max-pooling then local response normalisation, for layer 5 max-pooling, for
+layers 6 and 7 dropout. Layer 8 is the classifier. Keeping the layers in one ModuleList is
+what makes "the first n layers" one slice for copying, freezing and re-initialising.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NUM_LAYERS = 8
+
+
+def _pool(cfg) -> nn.MaxPool2d:
+    # Caffe rounds pooled sizes up; ceil_mode reproduces 55 -> 27 -> 13 -> 6 on 227 inputs.
+    return nn.MaxPool2d(cfg.pool_kernel, cfg.pool_stride, ceil_mode=True)
+
+
+def _lrn(cfg) -> nn.LocalResponseNorm:
+    return nn.LocalResponseNorm(cfg.lrn.size, alpha=cfg.lrn.alpha, beta=cfg.lrn.beta, k=cfg.lrn.k)
+
+
+class CaffeNet(nn.Module):
+    """5 conv + 3 fully connected weight layers; ``layers[i - 1]`` is the paper's layer i."""
+
+    def __init__(self, cfg, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        chans = [cfg.in_channels, *cfg.conv_channels]
+        layers: list[nn.Module] = []
+        for i in range(5):
+            block = [
+                nn.Conv2d(chans[i], chans[i + 1], cfg.conv_kernels[i], cfg.conv_strides[i],
+                          cfg.conv_padding[i], groups=cfg.conv_groups[i]),
+                nn.ReLU(inplace=True),
+            ]
+            if i in (0, 1):
+                block += [_pool(cfg), _lrn(cfg)]
+            if i == 4:
+                block += [_pool(cfg)]
+            layers.append(nn.Sequential(*block))
+        self.feature_shape = self._conv_output_shape(nn.Sequential(*layers), cfg)
+        flat = math.prod(self.feature_shape)
+        units = [flat, *cfg.fc_units]
+        for i in range(2):
+            layers.append(nn.Sequential(
+                *( [nn.Flatten()] if i == 0 else [] ),
+                nn.Linear(units[i], units[i + 1]),
+                nn.ReLU(inplace=True),
+                nn.Dropout(cfg.dropout),
+            ))
+        layers.append(nn.Sequential(nn.Linear(units[-1], num_classes)))
+        self.layers = nn.ModuleList(layers)
+        self.num_classes = num_classes
+
+    @staticmethod
+    def _conv_output_shape(convs: nn.Module, cfg) -> tuple[int, ...]:
+        with torch.no_grad():
+            x = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
+            return tuple(convs(x).shape[1:])
+
+    def forward(self, x: torch.Tensor, start: int = 0, no_grad_prefix: int = 0) -> torch.Tensor:
+        """Run layers ``start+1..8``. The first ``no_grad_prefix`` layers (frozen ones) run
+        without building an autograd graph: they cost one forward pass, no backward."""
+        for i in range(start, NUM_LAYERS):
+            if i < no_grad_prefix:
+                with torch.no_grad():
+                    x = self.layers[i](x)
+            else:
+                x = self.layers[i](x)
+        return x
+
+    def forward_prefix(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Activations after layer n (for cached features of a frozen prefix)."""
+        for i in range(n):
+            x = self.layers[i](x)
+        return x
+
+
+def weight_layer(layer: nn.Sequential) -> nn.Module:
+    """The Conv2d or Linear of a layer block."""
+    return next(m for m in layer if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def init_layer(model: CaffeNet, i: int, generator: torch.Generator | None = None) -> None:
+    """Initialise layer i (1-based) the way a fresh network is initialised."""
+    m = weight_layer(model.layers[i - 1])
+    scheme = model.cfg.init
+    with torch.no_grad():
+        if scheme == "kaiming":
+            fan_in = m.weight[0].numel()
+            std = math.sqrt(2.0 / fan_in) if i < NUM_LAYERS else math.sqrt(1.0 / fan_in)
+            m.weight.normal_(0.0, std, generator=generator)
+            m.bias.fill_(0.1 if i < NUM_LAYERS else 0.0)
+        elif scheme == "gaussian":
+            # The original CaffeNet prototxt: std 0.01 (fc6, fc7: 0.005); biases 1 for
+            # conv2, conv4, conv5, fc6 and fc7, 0 elsewhere.
+            std = 0.005 if i in (6, 7) else 0.01
+            m.weight.normal_(0.0, std, generator=generator)
+            m.bias.fill_(1.0 if i in (2, 4, 5, 6, 7) else 0.0)
+        else:
+            raise ValueError(f"model.init={scheme!r} is not valid; allowed: kaiming, gaussian")

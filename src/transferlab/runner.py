@@ -1,0 +1,143 @@
+"""Run one cell: get its source base, build the network, copy / freeze / re-initialise the first
+n layers, train on the target task, evaluate, and write the record atomically."""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import time
+import traceback
+import zlib
+from functools import cached_property
+
+import torch
+from omegaconf import OmegaConf
+
+from . import __version__
+from .cells import Cell
+from .data import Dataset, Task, load_dataset, make_split, task_view
+from .models import build_model, copy_layers, freeze_layers, init_layers, num_weight_layers
+from .store import SweepStore, atomic_torch_save, atomic_write_json, load_state
+from .train import on_device, resolve_device, train
+
+
+class SweepContext:
+    """What every cell of a sweep shares: the config, the dataset (loaded once), the tasks."""
+
+    def __init__(self, cfg, store: SweepStore):
+        self.cfg = cfg
+        self.store = store
+        self.device = resolve_device(cfg.device)
+        self._tasks: dict = {}
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return load_dataset(self.cfg.data)
+
+    def split(self, split_seed: int):
+        ds = self.dataset
+        return make_split(self.cfg.split.name, ds.num_classes, split_seed, ds.class_groups())
+
+    def task(self, name: str, split_seed: int) -> Task:
+        key = (name, split_seed)
+        if key not in self._tasks:
+            classes = list(self.split(split_seed).task(name))
+            self._tasks[key] = task_view(self.dataset, name, classes)
+        return self._tasks[key]
+
+
+def _seed_for(cell: Cell, purpose: str) -> int:
+    """A stable seed per (training seed, cell, purpose): reruns reproduce each cell exactly."""
+    return (cell.seed * 1_000_003 + zlib.crc32(f"{cell.key}/{purpose}".encode())) % 2**31
+
+
+def build_cell_model(ctx: SweepContext, cell: Cell):
+    """The network of a cell before training, with its first n layers set up."""
+    cfg = ctx.cfg
+    target = ctx.task(cell.target, cell.split_seed)
+    g = torch.Generator().manual_seed(_seed_for(cell, "init"))
+    model = build_model(cfg.model, target.num_classes, generator=g)
+    base = cell.base_dependency
+    if base is not None:
+        source = build_model(cfg.model, ctx.task(base.target, cell.split_seed).num_classes)
+        source.load_state_dict(load_state(ctx.store.model_path(base.key)))
+        copy_layers(model, source, cell.n)
+        # Layers n+1..L keep the fresh init drawn above: the same initialiser as a new base.
+    freeze_layers(model, cell.frozen_layers)
+    return model
+
+
+def versions() -> dict:
+    import hydra
+    import numpy
+    import pandas
+    import torchvision
+
+    return {"transferlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "hydra": hydra.__version__}
+
+
+def git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_cell(ctx: SweepContext, cell: Cell, log=print) -> dict:
+    """Train a cell and write its record (status done, or failed with the reason)."""
+    cfg, store = ctx.cfg, ctx.store
+    started = time.time()
+    record = {
+        "status": "running", **cell.as_dict(),
+        "seeds": {"train": cell.seed, "split": cell.split_seed, "init": _seed_for(cell, "init"),
+                  "data": int(cfg.data.get("seed", 0))},
+        "source_key": cell.base_dependency.key if cell.base_dependency else None,
+        "num_layers": num_weight_layers(cfg.model),
+        "device": str(ctx.device), "device_name": device_name(ctx.device),
+        "host": socket.gethostname(), "git_commit": git_commit(), "versions": versions(),
+        "slurm": {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
+                  if k in os.environ},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    try:
+        target = ctx.task(cell.target, cell.split_seed)
+        record["target_classes"] = target.num_classes
+        model = build_cell_model(ctx, cell).to(ctx.device)
+        data = on_device(target, ctx.dataset.mean, ctx.dataset.std, ctx.device)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.frozen_layers else None
+        result = train(model, data, cfg.train, frozen_layers=cell.frozen_layers,
+                       seed=_seed_for(cell, "train"), augment_cfg=cfg.data.get("augment"), log=log)
+        if before is not None:
+            _check_frozen(model, before, cell.frozen_layers)
+        record.update(result)
+        record["status"] = "done"
+        if cfg.save_checkpoints or cell.treatment == "base":
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            atomic_torch_save(store.model_path(cell.key), state)
+    except Exception as e:  # contained: the sweep goes on with the other cells
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc()
+    record["wall_time"] = time.time() - started
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write_json(store.record_path(cell.key), record)
+    return record
+
+
+def _check_frozen(model, before: dict, n: int) -> None:
+    """Guard: frozen layers must be bit-identical after training."""
+    for k, v in model.state_dict().items():
+        i = int(k.split(".")[1])
+        if i < n and not torch.equal(v, before[k]):
+            raise RuntimeError(f"frozen parameter {k} changed during training")
