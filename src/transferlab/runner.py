@@ -19,7 +19,7 @@ from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
 from .models import build_model, copy_layers, freeze_layers, init_layers, num_weight_layers
 from .store import SweepStore, atomic_torch_save, atomic_write_json, load_state
-from .train import on_device, resolve_device, train
+from .train import make_batches, resolve_device, train
 
 
 class SweepContext:
@@ -114,10 +114,11 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print) -> dict:
         target = ctx.task(cell.target, cell.split_seed)
         record["target_classes"] = target.num_classes
         model = build_cell_model(ctx, cell).to(ctx.device)
-        data = on_device(target, ctx.dataset.mean, ctx.dataset.std, ctx.device)
+        batches = make_batches(target, ctx.dataset.mean, ctx.dataset.std, ctx.device,
+                               cfg.train.batch_size, cfg.data.get("augment"))
         before = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.frozen_layers else None
-        result = train(model, data, cfg.train, frozen_layers=cell.frozen_layers,
-                       seed=_seed_for(cell, "train"), augment_cfg=cfg.data.get("augment"), log=log)
+        result = train(model, batches, cfg.train, frozen_layers=cell.frozen_layers,
+                       seed=_seed_for(cell, "train"), log=log)
         if before is not None:
             _check_frozen(model, before, cell.frozen_layers)
         record.update(result)

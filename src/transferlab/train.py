@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -25,33 +24,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-@dataclass
-class DeviceData:
-    """A task's images moved to the device once, with the normalisation constants."""
-
-    train: ImageSet
-    val: ImageSet
-    mean: torch.Tensor
-    std: torch.Tensor
-
-
-_DEVICE_CACHE: dict = {}
-
-
-def on_device(task: Task, mean, std, device: torch.device) -> DeviceData:
-    """The task's data on ``device``, kept once per process (every cell of a task shares it)."""
-    key = (id(task), str(device))
-    if key not in _DEVICE_CACHE:
-        if len(_DEVICE_CACHE) >= 4:  # tasks A and B of at most two splits
-            _DEVICE_CACHE.pop(next(iter(_DEVICE_CACHE)))
-        to = lambda s: ImageSet(s.x.to(device), s.y.to(device))  # noqa: E731
-        shape = (1, -1, 1, 1)
-        _DEVICE_CACHE[key] = (task, DeviceData(
-            to(task.train), to(task.val),
-            torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape)))
-    return _DEVICE_CACHE[key][1]
 
 
 def augment(x: torch.Tensor, crop_padding: int, flip: bool, g: torch.Generator) -> torch.Tensor:
@@ -71,6 +43,67 @@ def augment(x: torch.Tensor, crop_padding: int, flip: bool, g: torch.Generator) 
         mask = (torch.rand(B, generator=g, device=g.device) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
+
+
+class TensorBatches:
+    """Batches from images held once on the device as uint8: shuffling, normalisation, random
+    crops and flips are batched tensor ops there, with no DataLoader worker processes.
+
+    Other batch sources (e.g. a DataLoader over image files) offer the same three members:
+    ``steps_per_epoch``, ``epoch(generator)`` and ``eval_batches()``, each yielding float
+    images normalised on the device and int64 labels.
+    """
+
+    def __init__(self, train: ImageSet, val: ImageSet, mean, std, device: torch.device,
+                 batch_size: int, crop_padding: int = 0, flip: bool = False):
+        self.train, self.val = train, val
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=device).view(shape)
+        self.std = torch.tensor(std, device=device).view(shape)
+        self.device, self.batch_size = device, int(batch_size)
+        self.crop_padding, self.flip = int(crop_padding), bool(flip)
+        # Drop the last partial batch: every step sees the same batch size.
+        self.steps_per_epoch = max(1, len(train) // self.batch_size)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float().div_(255) - self.mean) / self.std
+
+    def epoch(self, g: torch.Generator):
+        B = self.batch_size
+        perm = torch.randperm(len(self.train), generator=g, device=g.device).to(self.device)
+        for b in range(self.steps_per_epoch):
+            idx = perm[b * B:(b + 1) * B]
+            x = self.train.x[idx]
+            if self.crop_padding or self.flip:
+                x = augment(x, self.crop_padding, self.flip, g)
+            yield self.normalise(x), self.train.y[idx]
+
+    def eval_batches(self, batch_size: int = 1000):
+        for i in range(0, len(self.val), batch_size):
+            yield self.normalise(self.val.x[i:i + batch_size]), self.val.y[i:i + batch_size]
+
+
+_DEVICE_CACHE: dict = {}
+
+
+def on_device(s: ImageSet, device: torch.device) -> ImageSet:
+    """``s`` moved to ``device`` once per process: every cell of a task shares the copy."""
+    if s.x.device == device:
+        return s
+    key = (id(s), str(device))
+    if key not in _DEVICE_CACHE:
+        if len(_DEVICE_CACHE) >= 8:  # train and val of tasks A and B of a couple of splits
+            _DEVICE_CACHE.pop(next(iter(_DEVICE_CACHE)))
+        _DEVICE_CACHE[key] = (s, ImageSet(s.x.to(device), s.y.to(device)))
+    return _DEVICE_CACHE[key][1]
+
+
+def make_batches(task: Task, mean, std, device: torch.device, batch_size: int, augment_cfg=None):
+    """The batch source for a task's data."""
+    crop = int(augment_cfg.crop_padding) if augment_cfg is not None else 0
+    flip = bool(augment_cfg.flip) if augment_cfg is not None else False
+    return TensorBatches(on_device(task.train, device), on_device(task.val, device), mean, std,
+                         device, batch_size, crop, flip)
 
 
 def param_groups(model: torch.nn.Module, cfg) -> list[dict]:
@@ -109,14 +142,11 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(model, data: DeviceData, precision: str = "fp32", batch_size: int = 1000) -> dict:
+def evaluate(model, batches, device: torch.device, precision: str = "fp32") -> dict:
     """Loss, top-1 and (with more than 5 classes) top-5 accuracy on the validation view."""
     model.eval()
-    device = data.val.x.device
-    loss_sum, top1, top5, n = 0.0, 0, 0, len(data.val)
-    for i in range(0, n, batch_size):
-        x = (data.val.x[i:i + batch_size].float().div_(255) - data.mean) / data.std
-        y = data.val.y[i:i + batch_size]
+    loss_sum, top1, top5, n = 0.0, 0, 0, 0
+    for x, y in batches.eval_batches():
         ctx, _ = _autocast(device, precision)
         with ctx:
             out = model(x).float()
@@ -125,16 +155,17 @@ def evaluate(model, data: DeviceData, precision: str = "fp32", batch_size: int =
         pred = out.topk(k, dim=1).indices
         top1 += (pred[:, 0] == y).sum().item()
         top5 += (pred == y[:, None]).any(dim=1).sum().item()
+        n += len(y)
     metrics = {"val_loss": loss_sum / n, "val_top1": top1 / n}
     if out.shape[1] > 5:
         metrics["val_top5"] = top5 / n
     return metrics
 
 
-def train(model, data: DeviceData, cfg, *, frozen_layers: int, seed: int,
-          augment_cfg=None, log: Callable[[str], None] = print) -> dict:
-    """Train ``model`` in place on a task; returns final metrics and the per-epoch history."""
-    device = data.train.x.device
+def train(model, batches, cfg, *, frozen_layers: int, seed: int,
+          log: Callable[[str], None] = print) -> dict:
+    """Train ``model`` in place; returns final metrics and the per-epoch history."""
+    device = batches.device
     torch.manual_seed(seed)  # dropout masks
     g = torch.Generator(device=device).manual_seed(seed)
     if cfg.channels_last is True or (cfg.channels_last == "auto" and device.type == "cuda"):
@@ -146,24 +177,14 @@ def train(model, data: DeviceData, cfg, *, frozen_layers: int, seed: int,
         raise ValueError("no trainable parameters: every layer is frozen")
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov) and cfg.momentum > 0)
     fwd = torch.compile(model) if cfg.compile else model
-    N, B = len(data.train), int(cfg.batch_size)
-    steps_per_epoch = max(1, N // B)  # drop the last partial batch: constant batch statistics
+    B, steps_per_epoch = batches.batch_size, batches.steps_per_epoch
     total = steps_per_epoch * int(cfg.epochs)
-    crop = int(augment_cfg.crop_padding) if augment_cfg is not None else 0
-    flip = bool(augment_cfg.flip) if augment_cfg is not None else False
     history, step, t0 = [], 0, time.perf_counter()
     for epoch in range(1, int(cfg.epochs) + 1):
         model.train()
-        perm = torch.randperm(N, generator=g, device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for b in range(steps_per_epoch):
-            idx = perm[b * B:(b + 1) * B]
-            x = data.train.x[idx]
-            if crop or flip:
-                x = augment(x, crop, flip, g)
-            x = (x.float().div_(255) - data.mean) / data.std
-            y = data.train.y[idx]
+        for x, y in batches.epoch(g):
             lr = lr_at(step, total, steps_per_epoch, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
@@ -182,7 +203,7 @@ def train(model, data: DeviceData, cfg, *, frozen_layers: int, seed: int,
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch}")
-        metrics = evaluate(model, data, cfg.precision)
+        metrics = evaluate(model, batches, device, cfg.precision)
         elapsed = time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": train_loss,
                         "train_top1": correct.item() / (steps_per_epoch * B),
