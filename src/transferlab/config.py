@@ -63,7 +63,8 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     overrides = quote_axis_overrides(overrides)
     for ov in overrides:
         key, _, value = ov.partition("=")
-        if key in GROUPS and value not in ("null", "") and value not in group_options(key):
+        # null or empty too: Hydra would crash on a group set to None
+        if key in GROUPS and value not in group_options(key):
             raise ConfigError(
                 f"unknown {key} {value!r}; choose one of: {', '.join(group_options(key))}"
             )
@@ -83,9 +84,11 @@ def parse_axis(value, name: str, lo: int | None = None, hi: int | None = None) -
     Returns the sorted unique values; raises ConfigError naming the bad value and the
     allowed range.
     """
-    allowed = f"an integer, a range like 1..7 or a list like 1,3,5"
+    allowed = "an integer, a range like 1..7 or a list like 1,3,5"
     if lo is not None and hi is not None:
         allowed += f", each in {lo}..{hi}"
+    elif lo is not None:
+        allowed += f", each >= {lo}"
     if isinstance(value, bool):
         raise ConfigError(f"{name}={value!r} is not valid; expected {allowed}")
     if isinstance(value, int):
