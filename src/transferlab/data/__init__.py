@@ -6,12 +6,15 @@ its train and validation views hold only that task's images.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import torch
 
 from ..config import ConfigError
-from .splits import Split, make_split  # noqa: F401
+from .splits import ClassGroups, Split, make_split  # noqa: F401
 
 
 @dataclass
@@ -24,29 +27,90 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.y)
 
+    def subset(self, keep: torch.Tensor, y: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.x[keep], y)
+
+
+@dataclass
+class FileSet:
+    """Images left on disk (datasets too big for memory), decoded by DataLoader workers.
+
+    Paths are relative to ``root`` in a numpy bytes array: no Python object per image, so the
+    forked workers share it instead of copying it page by page as refcounts change.
+    """
+
+    root: str
+    files: np.ndarray
+    y: torch.Tensor
+    num_workers: int = 2
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.root, self.files[i].decode())
+
+    def subset(self, keep: torch.Tensor, y: torch.Tensor) -> "FileSet":
+        return FileSet(self.root, self.files[keep.numpy()], y, self.num_workers)
+
+
+@dataclass
+class Images:
+    train: ImageSet | FileSet
+    val: ImageSet | FileSet
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
 
 @dataclass
 class Dataset:
+    """A dataset's classes and class hierarchy, known at once, and its images, loaded on first
+    use: a sweep is planned and its splits.json written (dry_run) without reading an image."""
+
     name: str
     classes: list[str]
-    train: ImageSet
-    val: ImageSet
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    # Two-level hierarchy: superclass index per class, and each superclass's group
-    # ("man-made" / "natural"), which the dissimilar split uses.
+    load_images: Callable[[], Images] = field(repr=False)
+    # Two-level hierarchy: superclass index per class, and each superclass's group, which the
+    # dissimilar split uses: task A = the classes of group ``groups[0]``, task B of ``groups[1]``.
     superclasses: list[str] = field(default_factory=list)
     class_superclass: list[int] = field(default_factory=list)
     superclass_group: list[str] = field(default_factory=list)
+    groups: tuple[str, ...] = ("man-made", "natural")
+    image_size: int | None = None   # side of the images the batches carry (the net's input)
+    # A quick check that the files are there (downloading them if allowed); run before training.
+    check: Callable[[], None] = field(default=lambda: None, repr=False)
+    _images: Images | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def class_groups(self) -> list[str] | None:
+    @property
+    def images(self) -> Images:
+        if self._images is None:
+            self._images = self.load_images()
+        return self._images
+
+    @property
+    def train(self) -> ImageSet | FileSet:
+        return self.images.train
+
+    @property
+    def val(self) -> ImageSet | FileSet:
+        return self.images.val
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.images.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.images.std
+
+    def class_groups(self) -> ClassGroups | None:
         if not self.superclass_group:
             return None
-        return [self.superclass_group[s] for s in self.class_superclass]
+        return ClassGroups([self.superclass_group[s] for s in self.class_superclass], self.groups)
 
 
 @dataclass
@@ -56,8 +120,8 @@ class Task:
     name: str               # "A" or "B"
     classes: list[int]
     class_names: list[str]
-    train: ImageSet
-    val: ImageSet
+    train: ImageSet | FileSet
+    val: ImageSet | FileSet
 
     @property
     def num_classes(self) -> int:
@@ -70,9 +134,9 @@ def task_view(ds: Dataset, name: str, classes: list[int]) -> Task:
     remap = torch.full((ds.num_classes,), -1, dtype=torch.long)
     remap[torch.tensor(classes)] = torch.arange(len(classes))
 
-    def view(s: ImageSet) -> ImageSet:
+    def view(s):
         keep = remap[s.y] >= 0
-        return ImageSet(s.x[keep], remap[s.y[keep]])
+        return s.subset(keep, remap[s.y[keep]])
 
     return Task(name, classes, [ds.classes[c] for c in classes], view(ds.train), view(ds.val))
 
@@ -92,6 +156,7 @@ def load_dataset(data_cfg) -> Dataset:
 
 
 def _build(cfg) -> Dataset:
+    """The dataset's classes and hierarchy now; its images when first used."""
     if cfg.name == "synthetic":
         from . import synthetic
 
@@ -102,17 +167,63 @@ def _build(cfg) -> Dataset:
         args = dict(num_superclasses=cfg.num_superclasses,
                     classes_per_superclass=cfg.classes_per_superclass,
                     image_size=cfg.image_size, layout_seed=cfg.seed)
-        xt, yt = synthetic.generate(per_class=cfg.train_per_class, seed=2 * cfg.seed, **args)
-        xv, yv = synthetic.generate(per_class=cfg.val_per_class, seed=2 * cfg.seed + 1, **args)
+
+        def load() -> Images:
+            xt, yt = synthetic.generate(per_class=cfg.train_per_class, seed=2 * cfg.seed, **args)
+            xv, yv = synthetic.generate(per_class=cfg.val_per_class, seed=2 * cfg.seed + 1, **args)
+            return Images(ImageSet(xt, yt), ImageSet(xv, yv), *channel_stats(xt))
+
         classes, supers, class_super, groups = synthetic.hierarchy(
             cfg.num_superclasses, cfg.classes_per_superclass)
-        mean, std = channel_stats(xt)
-        return Dataset("synthetic", classes, ImageSet(xt, yt), ImageSet(xv, yv), mean, std,
-                       supers, class_super, groups)
+        return Dataset("synthetic", classes, load, supers, class_super, groups,
+                       image_size=int(cfg.image_size))
+    if cfg.name in ("cifar10", "cifar100"):
+        from . import cifar
+
+        def load() -> Images:
+            train, val = cifar.load(cfg)
+            return Images(train, val, *channel_stats(train.x))
+
+        h = cifar.hierarchy(cfg.name)
+        return Dataset(cfg.name, cifar.classes(cfg.name), load, h.superclasses, h.class_superclass,
+                       h.superclass_group, h.groups, image_size=32, check=lambda: cifar.check(cfg))
+    if cfg.name in ("imagenet", "imagefolder"):
+        from . import folder
+
+        classes, h = folder.describe(cfg)
+
+        def load() -> Images:
+            train, val = folder.load(cfg, classes)
+            return Images(train, val, tuple(cfg.mean), tuple(cfg.std))
+
+        return Dataset(cfg.name, classes, load, h.superclasses if h else [],
+                       h.class_superclass if h else [], h.superclass_group if h else [],
+                       h.groups if h else (), image_size=int(cfg.augment.crop),
+                       check=lambda: folder.check(cfg, classes))
     raise ConfigError(f"data={cfg.name!r} has no loader here")
 
 
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images, on the 0..1 scale."""
-    xf = x.float().div_(255)
-    return tuple(xf.mean((0, 2, 3)).tolist()), tuple(xf.std((0, 2, 3)).tolist())
+def first_per_class(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the first ``k`` images of every class, in their original order."""
+    if k < 1:
+        raise ConfigError(f"images per class must be >= 1, got {k}")
+    order = torch.argsort(y, stable=True)
+    ys = y[order]
+    starts = torch.searchsorted(ys, ys, right=False)  # first position of each image's class
+    rank = torch.arange(len(y)) - starts
+    return order[rank < k].sort().values
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W], on the 0..1 scale (in chunks:
+    no float copy of the whole set)."""
+    s = torch.zeros(x.shape[1], dtype=torch.float64)
+    s2 = torch.zeros_like(s)
+    for i in range(0, len(x), chunk):
+        xf = x[i:i + chunk].to(torch.float64).div_(255)
+        s += xf.sum((0, 2, 3))
+        s2 += xf.square().sum((0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / n
+    std = ((s2 - n * mean.square()) / max(1, n - 1)).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())

@@ -20,6 +20,7 @@ random split.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -30,6 +31,23 @@ PALETTE = torch.tensor([
     [0.85, 0.30, 0.85], [0.95, 0.55, 0.10], [0.20, 0.85, 0.85], [0.90, 0.90, 0.90],
 ])
 PARTS = 3  # parts of a superclass prototype; each class adds one more
+
+
+@dataclass(frozen=True)
+class Style:
+    """How far an image strays from its class layout (lengths in pixels of a 16x16 image)."""
+
+    shift: float = 0.0          # sd of a shift of the whole layout
+    part_jitter: float = 0.9    # sd of each part's own shift
+    angle_jitter: float = 0.2   # sd of each part's rotation (radians)
+    scale_jitter: float = 0.12  # relative sd of each part's size
+    drop: float = 0.12          # probability that a class part is missing (occlusion)
+    recolour: float = 0.0       # probability that a class part takes a random palette colour
+    distractors: int = 1        # parts of any primitive, anywhere
+    noise: float = 0.08         # sd of pixel noise (0..1 scale)
+
+
+STYLE = Style()
 
 
 def _kingdom(s: int, num_superclasses: int) -> str:
@@ -71,72 +89,91 @@ def class_layouts(num_superclasses: int, classes_per_superclass: int, size: int,
     return torch.tensor(layouts, dtype=torch.float32)
 
 
-def render(parts: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
-    """Render parts [N, P, 6], each scaled by weights [N, P], to colour images [N, 3, S, S]."""
-    prim, cx, cy, ang, scale, colour = parts.unbind(-1)
-    coords = torch.arange(size, dtype=torch.float32) + 0.5
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    dx = xx - cx[..., None, None]
-    dy = yy - cy[..., None, None]
-    c, s = torch.cos(ang)[..., None, None], torch.sin(ang)[..., None, None]
-    u = dx * c + dy * s          # along the part's axis
-    v = -dx * s + dy * c         # across it
-    sc = scale[..., None, None] * size / 16.0
-    w = 0.6 * size / 16.0        # stroke half-width
-    length = 3.5 * sc
-    stroke = torch.exp(-((u.abs() - length).clamp(min=0) ** 2 + v ** 2) / (2 * w ** 2))
-    a, b = 2.8 * sc, 1.8 * sc
-    box = torch.exp(-(torch.maximum(u.abs() - a, v.abs() - b)) ** 2 / (2 * w ** 2))
-    blob = torch.exp(-0.5 * ((u / (2.2 * sc)) ** 2 + (v / (1.3 * sc)) ** 2))
+def _shape(prim: int, u, v, sc, w) -> torch.Tensor:
+    """Intensity 0..1 of one primitive in part coordinates (u along its axis, v across)."""
+    if prim == 0:    # stroke
+        return torch.exp(-((u.abs() - 3.5 * sc).clamp(min=0) ** 2 + v ** 2) / (2 * w ** 2))
+    if prim == 1:    # box outline
+        return torch.exp(-(torch.maximum(u.abs() - 2.8 * sc, v.abs() - 1.8 * sc)) ** 2 / (2 * w ** 2))
+    if prim == 2:    # blob
+        return torch.exp(-0.5 * ((u / (2.2 * sc)) ** 2 + (v / (1.3 * sc)) ** 2))
     r = torch.sqrt(u ** 2 + v ** 2)
-    arc = torch.exp(-(r - 2.8 * sc) ** 2 / (2 * w ** 2)) * torch.sigmoid(3.0 * u / sc)
-    grating = torch.exp(-r ** 2 / (2 * (2.4 * sc) ** 2)) * (0.5 + 0.5 * torch.cos(2.2 * v / sc))
-    shapes = torch.stack([stroke, box, blob, arc, grating], dim=-3)      # [N, P, 5, H, W]
-    onehot = torch.nn.functional.one_hot(prim.long(), len(PRIMITIVES)).float()
-    intensity = (shapes * onehot[..., None, None]).sum(-3) * weights[..., None, None]
-    rgb = PALETTE[colour.long()]                                          # [N, P, 3]
+    if prim == 3:    # arc: half a ring
+        return torch.exp(-(r - 2.8 * sc) ** 2 / (2 * w ** 2)) * torch.sigmoid(3.0 * u / sc)
+    # grating patch
+    return torch.exp(-r ** 2 / (2 * (2.4 * sc) ** 2)) * (0.5 + 0.5 * torch.cos(2.2 * v / sc))
+
+
+def render(parts: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
+    """Render parts [N, P, 6], each scaled by weights [N, P], to colour images [N, 3, S, S].
+    Each primitive is computed only for the parts that use it."""
+    N, P = parts.shape[:2]
+    flat = parts.reshape(N * P, 6)
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    intensity = torch.zeros(N * P, size, size)
+    w = 0.6 * size / 16.0        # stroke half-width
+    for k in range(len(PRIMITIVES)):
+        idx = (flat[:, 0] == k).nonzero().squeeze(1)
+        if not len(idx):
+            continue
+        _, cx, cy, ang, scale, _ = flat[idx].unbind(-1)
+        dx = coords[None, None, :] - cx[:, None, None]
+        dy = coords[None, :, None] - cy[:, None, None]
+        c, s = torch.cos(ang)[:, None, None], torch.sin(ang)[:, None, None]
+        u = dx * c + dy * s      # along the part's axis
+        v = -dx * s + dy * c     # across it
+        intensity[idx] = _shape(k, u, v, scale[:, None, None] * size / 16.0, w)
+    intensity = intensity.view(N, P, size, size) * weights[..., None, None]
+    rgb = PALETTE[parts[..., 5].long()]                                   # [N, P, 3]
     return torch.einsum("nphw,npc->nchw", intensity, rgb)
 
 
 def generate(num_superclasses: int = 8, classes_per_superclass: int = 5, per_class: int = 260,
-             image_size: int = 16, seed: int = 0, layout_seed: int | None = None):
+             image_size: int = 16, seed: int = 0, layout_seed: int | None = None,
+             style: Style | None = None):
     """Images uint8 [N, 3, S, S] and labels int64 [N], ``per_class`` images of every class.
 
     ``layout_seed`` fixes the classes themselves (defaults to ``seed``); ``seed`` also drives
     the per-image jitter, so train and validation sets are drawn with different seeds from
     the same classes.
     """
+    st = STYLE if style is None else style
     g = torch.Generator().manual_seed(seed if layout_seed is None else layout_seed)
     layouts = class_layouts(num_superclasses, classes_per_superclass, image_size, g)
     g = torch.Generator().manual_seed(seed * 7919 + 1)
     C, P = layouts.shape[:2]
     y = torch.arange(C).repeat_interleave(per_class)
     N = len(y)
+    px = image_size / 16
     parts = layouts[y].clone()                                            # [N, P, 6]
-    # Jitter of the class layout: position, orientation, size.
-    parts[..., 1:3] += torch.randn(N, P, 2, generator=g) * 0.9 * image_size / 16
-    parts[..., 3] += torch.randn(N, P, generator=g) * 0.2
-    parts[..., 4] *= 1 + 0.12 * torch.randn(N, P, generator=g)
+    # Jitter of the class layout: the whole layout, then each part's position, orientation, size.
+    parts[..., 1:3] += torch.randn(N, 1, 2, generator=g) * st.shift * px
+    parts[..., 1:3] += torch.randn(N, P, 2, generator=g) * st.part_jitter * px
+    parts[..., 3] += torch.randn(N, P, generator=g) * st.angle_jitter
+    parts[..., 4] *= 1 + st.scale_jitter * torch.randn(N, P, generator=g)
+    recolour = torch.rand(N, P, generator=g) < st.recolour
+    parts[..., 5] = torch.where(recolour, torch.randint(len(PALETTE), (N, P), generator=g).float(), parts[..., 5])
     # Some parts go missing now and then (occlusion).
-    keep = (torch.rand(N, P, generator=g) > 0.12).float()
-    # One distractor part of any primitive, anywhere.
+    keep = (torch.rand(N, P, generator=g) > st.drop).float()
+    # Distractor parts of any primitive, anywhere.
+    D = st.distractors
     d = torch.stack([
-        torch.randint(len(PRIMITIVES), (N,), generator=g).float(),
-        torch.rand(N, generator=g) * image_size,
-        torch.rand(N, generator=g) * image_size,
-        torch.rand(N, generator=g) * math.pi,
-        0.7 + 0.6 * torch.rand(N, generator=g),
-        torch.randint(len(PALETTE), (N,), generator=g).float(),
-    ], dim=-1)[:, None]
+        torch.randint(len(PRIMITIVES), (N, D), generator=g).float(),
+        torch.rand(N, D, generator=g) * image_size,
+        torch.rand(N, D, generator=g) * image_size,
+        torch.rand(N, D, generator=g) * math.pi,
+        0.7 + 0.6 * torch.rand(N, D, generator=g),
+        torch.randint(len(PALETTE), (N, D), generator=g).float(),
+    ], dim=-1)
     all_parts = torch.cat([parts, d], dim=1)
-    weights = torch.cat([keep, torch.full((N, 1), 0.8)], dim=1)
-    weights = weights * (0.75 + 0.5 * torch.rand(N, P + 1, generator=g))
+    weights = torch.cat([keep, torch.full((N, D), 0.8)], dim=1)
+    weights = weights * (0.75 + 0.5 * torch.rand(N, P + D, generator=g))
     img = torch.zeros(N, 3, image_size, image_size)
     for start in range(0, N, 4096):  # bounded memory
         sl = slice(start, start + 4096)
         img[sl] = render(all_parts[sl], weights[sl], image_size)
     background = 0.25 * torch.rand(N, 3, 1, 1, generator=g)
-    img = background + img + 0.08 * torch.randn(img.shape, generator=g)
+    img = background + img + st.noise * torch.randn(img.shape, generator=g)
     img = img.clamp(0, 1)
     return (img * 255).round().to(torch.uint8), y
 
