@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from .lrn import LocalResponseNorm
+
 NUM_LAYERS = 8
 
 
@@ -20,8 +22,9 @@ def _pool(cfg) -> nn.MaxPool2d:
     return nn.MaxPool2d(cfg.pool_kernel, cfg.pool_stride, ceil_mode=True)
 
 
-def _lrn(cfg) -> nn.LocalResponseNorm:
-    return nn.LocalResponseNorm(cfg.lrn.size, alpha=cfg.lrn.alpha, beta=cfg.lrn.beta, k=cfg.lrn.k)
+def _lrn(cfg) -> LocalResponseNorm:
+    # nn.LocalResponseNorm's forward, computed 3-4x faster (see lrn.py).
+    return LocalResponseNorm(cfg.lrn.size, alpha=cfg.lrn.alpha, beta=cfg.lrn.beta, k=cfg.lrn.k)
 
 
 class CaffeNet(nn.Module):
