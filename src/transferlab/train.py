@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet, Task
+from .data import FileSet, ImageSet, Task
 
 
 class TrainingDiverged(RuntimeError):
@@ -27,22 +27,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def augment(x: torch.Tensor, crop_padding: int, flip: bool, g: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, batched, on x's device."""
-    B, _, H, W = x.shape
-    if crop_padding:
-        p = crop_padding
-        xp = F.pad(x, (p, p, p, p))
+    """Random crop with zero padding and horizontal flip, batched, on x's device: both are one
+    gather from the padded images (each output pixel's source row and column), which is 20x
+    faster on a CPU than advanced indexing followed by ``where(flip(x), x)``."""
+    B, C, H, W = x.shape
+    p = int(crop_padding)
+    if p:
         oy = torch.randint(0, 2 * p + 1, (B,), generator=g, device=g.device).to(x.device)
         ox = torch.randint(0, 2 * p + 1, (B,), generator=g, device=g.device).to(x.device)
-        rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
-        cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]
-        b = torch.arange(B, device=x.device)[:, None, None, None]
-        c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = xp[b, c, rows, cols]
+    else:
+        oy = ox = torch.zeros(B, dtype=torch.long, device=x.device)
+    cols = torch.arange(W, device=x.device).expand(B, W)
     if flip:
         mask = (torch.rand(B, generator=g, device=g.device) < 0.5).to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
+        cols = torch.where(mask[:, None], W - 1 - cols, cols)
+    elif not p:
+        return x
+    rows = oy[:, None] + torch.arange(H, device=x.device)
+    src = (rows[:, :, None] * (W + 2 * p) + (ox[:, None] + cols)[:, None, :]).view(B, 1, H * W)
+    xp = F.pad(x, (p, p, p, p)) if p else x
+    return xp.reshape(B, C, -1).gather(2, src.expand(B, C, H * W)).view(B, C, H, W)
 
 
 class TensorBatches:
@@ -98,8 +102,86 @@ def on_device(s: ImageSet, device: torch.device) -> ImageSet:
     return _DEVICE_CACHE[key][1]
 
 
+class _Decoded(torch.utils.data.Dataset):
+    """Image i of a FileSet as uint8 [H, W, 3] and its label, in the original (Caffe) recipe:
+    resized to resize x resize (aspect ratio not kept), then a random crop x crop and a random
+    mirror (training; drawn from (epoch seed, i), so no worker count or order changes them) or
+    the centre crop (validation, ``seed=None``)."""
+
+    def __init__(self, s: FileSet, resize: int, crop: int, flip: bool, seed: int | None):
+        if crop > resize:
+            raise ValueError(f"data.augment.crop={crop} is larger than data.augment.resize={resize}")
+        self.s, self.resize, self.crop, self.flip, self.seed = s, resize, crop, flip, seed
+
+    def __len__(self) -> int:
+        return len(self.s)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(self.s.path(i)) as im:
+            a = np.asarray(im.convert("RGB").resize((self.resize, self.resize), Image.BILINEAR))
+        r, c = self.resize, self.crop
+        if self.seed is None:
+            oy = ox = (r - c) // 2
+            mirror = False
+        else:
+            rng = np.random.default_rng((self.seed, i))
+            oy, ox = (int(v) for v in rng.integers(0, r - c + 1, 2))
+            mirror = self.flip and rng.random() < 0.5
+        a = a[oy:oy + c, ox:ox + c]
+        return torch.from_numpy((a[:, ::-1] if mirror else a).copy()), int(self.s.y[i])
+
+
+class LoaderBatches:
+    """Batches of image files decoded by DataLoader worker processes (datasets too big for
+    memory, e.g. ImageNet): uint8 images in pinned host memory, copied to the device without
+    blocking and normalised there. Same interface as TensorBatches."""
+
+    def __init__(self, train: FileSet, val: FileSet, mean, std, device: torch.device,
+                 batch_size: int, resize: int, crop: int, flip: bool):
+        self.train, self.val = train, val
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.device, self.batch_size = device, int(batch_size)
+        self.resize, self.crop, self.flip = int(resize), int(crop), bool(flip)
+        self.steps_per_epoch = max(1, len(train) // self.batch_size)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, H, W, 3] -> [B, 3, H, W] is a channels_last view: no copy.
+        return (x.permute(0, 3, 1, 2).float().div_(255) - self.mean) / self.std
+
+    def _loader(self, s: FileSet, batch_size: int, seed: int | None):
+        from torch.utils.data import DataLoader
+
+        workers = int(s.num_workers)
+        return DataLoader(
+            _Decoded(s, self.resize, self.crop, self.flip, seed), batch_size=batch_size,
+            shuffle=seed is not None, drop_last=seed is not None and len(s) >= batch_size,
+            generator=torch.Generator().manual_seed(seed) if seed is not None else None,
+            num_workers=workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None)
+
+    def _to_device(self, loader):
+        for x, y in loader:
+            yield (self.normalise(x.to(self.device, non_blocking=True)),
+                   y.to(self.device, non_blocking=True))
+
+    def epoch(self, g: torch.Generator):
+        seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
+        yield from self._to_device(self._loader(self.train, self.batch_size, seed))
+
+    def eval_batches(self, batch_size: int | None = None):
+        yield from self._to_device(self._loader(self.val, batch_size or 2 * self.batch_size, None))
+
+
 def make_batches(task: Task, mean, std, device: torch.device, batch_size: int, augment_cfg=None):
-    """The batch source for a task's data."""
+    """The batch source for a task's data: device-resident tensors for images in memory, a
+    DataLoader over the files for images on disk."""
+    if isinstance(task.train, FileSet):
+        return LoaderBatches(task.train, task.val, mean, std, device, batch_size,
+                             augment_cfg.resize, augment_cfg.crop, augment_cfg.flip)
     crop = int(augment_cfg.crop_padding) if augment_cfg is not None else 0
     flip = bool(augment_cfg.flip) if augment_cfg is not None else False
     return TensorBatches(on_device(task.train, device), on_device(task.val, device), mean, std,
@@ -141,6 +223,30 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype), precision
 
 
+def fast_path(cfg, device: torch.device) -> dict:
+    """Resolve the speed switches: channels_last (auto: on, also measured faster on a CPU with
+    oneDNN), cudnn.benchmark (auto: on CUDA), torch.compile (off unless asked for)."""
+    def switch(key, auto):
+        value = cfg.get(key, "auto")
+        if value not in ("auto", True, False):
+            raise ValueError(f"train.{key}={value!r} is not valid; allowed: auto, true, false")
+        return auto if value == "auto" else value
+
+    return {"channels_last": switch("channels_last", device.type in ("cpu", "cuda")),
+            "cudnn_benchmark": switch("cudnn_benchmark", device.type == "cuda"),
+            "compile": switch("compile", False)}
+
+
+def compiled(model, backend: str = "inductor"):
+    """``torch.compile(model)``, compiled once per shape. Dynamo keys its graphs on
+    ``CaffeNet.forward``'s code with parameters as graph inputs, so every later cell with the
+    same shapes, frozen prefix and entry layer reuses a graph; a sweep needs up to ~2L graphs."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(model, backend=backend)
+
+
 @torch.no_grad()
 def evaluate(model, batches, device: torch.device, precision: str = "fp32") -> dict:
     """Loss, top-1 and (with more than 5 classes) top-5 accuracy on the validation view."""
@@ -149,7 +255,7 @@ def evaluate(model, batches, device: torch.device, precision: str = "fp32") -> d
     for x, y in batches.eval_batches():
         ctx, _ = _autocast(device, precision)
         with ctx:
-            out = model(x).float()
+            out = model(x, **getattr(batches, "model_kwargs", {})).float()
         loss_sum += F.cross_entropy(out, y, reduction="sum").item()
         k = min(5, out.shape[1])
         pred = out.topk(k, dim=1).indices
@@ -163,24 +269,50 @@ def evaluate(model, batches, device: torch.device, precision: str = "fp32") -> d
 
 
 def train(model, batches, cfg, *, frozen_layers: int, seed: int,
-          log: Callable[[str], None] = print) -> dict:
-    """Train ``model`` in place; returns final metrics and the per-epoch history."""
+          log: Callable[[str], None] = print, state: dict | None = None,
+          on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+    """Train ``model`` in place; returns final metrics and the per-epoch history.
+
+    ``on_epoch_end(state)`` is called after every epoch with the full training state (weights,
+    optimiser, step, history, random generators; tensors and plain values only, so it loads
+    with ``weights_only=True``). Passing such a ``state`` back resumes after that epoch, and
+    the run ends exactly as one that was never interrupted.
+    """
     device = batches.device
     torch.manual_seed(seed)  # dropout masks
     g = torch.Generator(device=device).manual_seed(seed)
-    if cfg.channels_last is True or (cfg.channels_last == "auto" and device.type == "cuda"):
+    fast = fast_path(cfg, device)
+    if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = fast["cudnn_benchmark"]
     groups = param_groups(model, cfg)
     if not groups:
         raise ValueError("no trainable parameters: every layer is frozen")
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov) and cfg.momentum > 0)
-    fwd = torch.compile(model) if cfg.compile else model
+    # The fused kernel: one op per step instead of ~4 per tensor (5x faster on a CPU).
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov) and cfg.momentum > 0,
+                          fused=device.type in ("cpu", "cuda"))
+    fwd = compiled(model) if fast["compile"] else model
     B, steps_per_epoch = batches.batch_size, batches.steps_per_epoch
     total = steps_per_epoch * int(cfg.epochs)
-    history, step, t0 = [], 0, time.perf_counter()
-    for epoch in range(1, int(cfg.epochs) + 1):
+    history, step, t0, eval_time, done_epochs = [], 0, time.perf_counter(), 0.0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, step, done_epochs = list(state["history"]), int(state["step"]), int(state["epoch"])
+        t0 -= history[-1]["time"] if history else 0.0
+    from .features import feature_batches  # imports this module
+
+    batches = feature_batches(model, batches, frozen_layers, cfg.get("feature_cache", "auto"),
+                              autocast=lambda: _autocast(device, cfg.precision)[0], log=log)
+    entry = getattr(batches, "model_kwargs", {})  # cached features enter above layer 1
+    setup_time = time.perf_counter() - t0
+    if state is not None:  # after the feature cache: the generators as they were at the epoch's end
+        g.set_state(state["rng"]["batches"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    for epoch in range(done_epochs + 1, int(cfg.epochs) + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -190,7 +322,7 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
                 group["lr"] = lr * group["lr_mult"]
             ctx, _ = _autocast(device, cfg.precision)
             with ctx:
-                out = fwd(x, no_grad_prefix=frozen_layers)
+                out = fwd(x, no_grad_prefix=frozen_layers, **entry)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,7 +335,9 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch}")
+        t_eval = time.perf_counter()
         metrics = evaluate(model, batches, device, cfg.precision)
+        eval_time += time.perf_counter() - t_eval
         elapsed = time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": train_loss,
                         "train_top1": correct.item() / (steps_per_epoch * B),
@@ -211,6 +345,13 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
         eta = elapsed / epoch * (int(cfg.epochs) - epoch)
         log(f"epoch {epoch}/{cfg.epochs} loss {train_loss:.3f} val top1 {metrics['val_top1']:.1%}"
             f" ({elapsed:.1f}s, cell ETA {eta:.0f}s)")
+        if on_epoch_end is not None:
+            rng = {"batches": g.get_state(), "torch": torch.get_rng_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(device)
+            on_epoch_end({"epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
+                          "optimizer": opt.state_dict(), "rng": rng})
     return {"metrics": dict(history[-1]), "history": history, "train_time": time.perf_counter() - t0,
             "images_per_s": total * B / max(1e-9, time.perf_counter() - t0),
-            "precision": _autocast(device, cfg.precision)[1]}
+            "precision": _autocast(device, cfg.precision)[1], "setup_time": setup_time,
+            "eval_time": eval_time, "feature_cache_layers": entry.get("start", 0), "fast_path": fast}

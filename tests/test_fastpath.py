@@ -1,0 +1,195 @@
+"""The fast paths change speed, never results: LRN, batched augmentation, the frozen-prefix
+feature cache, channels_last; and the benchmark's pieces work."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.config import compose
+from transferlab.data import load_dataset, make_split, task_view
+from transferlab.features import FeatureBatches, cache_depth, feature_batches
+from transferlab.models import build_model, copy_layers, freeze_layers
+from transferlab.models.lrn import LocalResponseNorm
+from transferlab.train import TensorBatches, augment, make_batches, train
+
+TINY = ["data.train_per_class=20", "data.val_per_class=6", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = compose(TINY)
+    ds = load_dataset(cfg.data)
+    split = make_split(cfg.split.name, ds.num_classes, 0, ds.class_groups())
+    task = task_view(ds, "B", list(split.task("B")))
+    source = build_model(cfg.model, task.num_classes, generator=torch.Generator().manual_seed(1))
+    return cfg, ds, task, source
+
+
+def _train_cell(setup, n, frozen, **train_overrides):
+    cfg, ds, task, source = setup
+    tcfg = copy.deepcopy(cfg.train)
+    for k, v in train_overrides.items():
+        tcfg[k] = v
+    model = build_model(cfg.model, task.num_classes, generator=torch.Generator().manual_seed(2))
+    copy_layers(model, source, n)
+    freeze_layers(model, frozen)
+    batches = make_batches(task, ds.mean, ds.std, torch.device("cpu"), cfg.train.batch_size, cfg.data.augment)
+    result = train(model, batches, tcfg, frozen_layers=frozen, seed=3, log=lambda m: None)
+    return model, result
+
+
+# --- LRN --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5])
+def test_lrn_matches_torch_forward_and_gradient(size):
+    x = torch.randn(3, 9, 4, 5, dtype=torch.float64, requires_grad=True)
+    ours = LocalResponseNorm(size, alpha=0.5, beta=0.75, k=1.5)
+    ref = nn.LocalResponseNorm(size, alpha=0.5, beta=0.75, k=1.5)
+    assert torch.autograd.gradcheck(ours, (x,))
+    g = torch.randn(3, 9, 4, 5, dtype=torch.float64)
+    (gx_ours,) = torch.autograd.grad(ours(x), x, g)
+    (gx_ref,) = torch.autograd.grad(ref(x), x, g)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx_ours, gx_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_lrn_float32_channels_last_and_deterministic():
+    x = (torch.randn(4, 16, 6, 6) * 3).contiguous(memory_format=torch.channels_last)
+    ours, ref = LocalResponseNorm(5, 1e-2), nn.LocalResponseNorm(5, 1e-2)
+    torch.testing.assert_close(ours(x), ref(x))
+    assert torch.equal(ours(x), ours(x.contiguous()))
+    assert torch.equal(ours(x), ours(x))
+
+
+# --- augmentation -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pad,flip", [(0, True), (3, False), (3, True)])
+def test_augment_is_a_random_crop_and_flip(pad, flip):
+    x = torch.randint(0, 256, (10, 3, 7, 9), dtype=torch.uint8)
+    out = augment(x, pad, flip, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)  # the same draws, in the same order
+    oy = torch.randint(0, 2 * pad + 1, (10,), generator=g) if pad else torch.zeros(10, dtype=torch.long)
+    ox = torch.randint(0, 2 * pad + 1, (10,), generator=g) if pad else torch.zeros(10, dtype=torch.long)
+    mirror = torch.rand(10, generator=g) < 0.5 if flip else torch.zeros(10, dtype=torch.bool)
+    for b in range(10):
+        padded = torch.nn.functional.pad(x[b], (pad, pad, pad, pad))
+        want = padded[:, oy[b]:oy[b] + 7, ox[b]:ox[b] + 9]
+        assert torch.equal(out[b], want.flip(2) if mirror[b] else want), b
+    if flip:
+        assert 0 < int(mirror.sum()) < 10
+
+
+# --- feature cache ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7])
+def test_cached_and_uncached_training_give_identical_weights(setup, n):
+    plain, r_plain = _train_cell(setup, n, n, feature_cache=False)
+    cached, r_cached = _train_cell(setup, n, n, feature_cache="auto")
+    assert r_plain["feature_cache_layers"] == 0
+    assert r_cached["feature_cache_layers"] == min(n, 5)  # dropout of layers 6, 7 stays on the fly
+    a, b = plain.state_dict(), cached.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert r_plain["history"] == [{**h, "time": r_plain["history"][i]["time"]}
+                                  for i, h in enumerate(r_cached["history"])]
+
+
+def test_no_cache_for_trainable_prefix_or_random_input(setup):
+    _, r = _train_cell(setup, 3, 0, feature_cache="auto")  # fine-tuned: nothing frozen
+    assert r["feature_cache_layers"] == 0
+    cfg, ds, task, source = setup
+    model = build_model(cfg.model, task.num_classes)
+    freeze_layers(model, 3)
+    augmented = TensorBatches(task.train, task.val, ds.mean, ds.std, torch.device("cpu"), 32, crop_padding=2)
+    assert feature_batches(model, augmented, 3, "auto") is augmented
+    with pytest.raises(ValueError, match="feature_cache=true"):
+        feature_batches(model, augmented, 3, True)
+    with pytest.raises(ValueError, match="allowed: auto, true, false"):
+        feature_batches(model, augmented, 3, "sometimes")
+
+
+def test_feature_batches_draw_like_image_batches(setup):
+    cfg, ds, task, source = setup
+    model = build_model(cfg.model, task.num_classes)
+    freeze_layers(model, 2)
+    images = make_batches(task, ds.mean, ds.std, torch.device("cpu"), 16)
+    feats = feature_batches(model, images, 2, "auto", log=lambda m: None)
+    assert isinstance(feats, FeatureBatches) and feats.model_kwargs == {"start": 2}
+    assert feats.steps_per_epoch == images.steps_per_epoch
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    model.eval()
+    with torch.no_grad():
+        for (x, y), (h, yh) in zip(images.epoch(g1), feats.epoch(g2)):
+            assert torch.equal(y, yh)
+            assert torch.equal(model.forward_prefix(x, 2), h)
+
+
+def test_cache_depth_stops_at_dropout(setup):
+    cfg, _, task, _ = setup
+    model = build_model(cfg.model, task.num_classes)
+    assert [cache_depth(model, n) for n in range(8)] == [0, 1, 2, 3, 4, 5, 5, 5]
+
+
+# --- reproducibility, switches, memory --------------------------------------------------------
+
+def test_cpu_training_is_bit_reproducible_with_channels_last(setup):
+    a, ra = _train_cell(setup, 0, 0)
+    b, rb = _train_cell(setup, 0, 0)
+    assert ra["fast_path"]["channels_last"] and ra["precision"] == "fp32"
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_bad_switch_is_rejected(setup):
+    with pytest.raises(ValueError, match="train.channels_last='yes'"):
+        _train_cell(setup, 0, 0, channels_last="yes")
+
+
+def test_batches_share_the_dataset(setup):
+    cfg, ds, task, _ = setup
+    a = make_batches(task, ds.mean, ds.std, torch.device("cpu"), 16)
+    b = make_batches(task, ds.mean, ds.std, torch.device("cpu"), 32)
+    assert a.train.x.data_ptr() == b.train.x.data_ptr() == task.train.x.data_ptr()
+
+
+# --- benchmark pieces -------------------------------------------------------------------------
+
+def test_reference_loop_and_flop_count(setup):
+    from transferlab.bench import reference_cell, step_flops
+
+    cfg, ds, task, source = setup
+    cfg = copy.deepcopy(cfg)
+    cfg.train.epochs = 1
+    model = build_model(cfg.model, task.num_classes)
+    freeze_layers(model, 5)
+    before = [p.clone() for p in model.layers[0].parameters()]
+    r = reference_cell(model, task, cfg, ds.mean, ds.std, torch.device("cpu"), epochs=1)
+    assert r["steps"] == len(task.train) // cfg.train.batch_size and r["wall"] >= r["step_time"] > 0
+    assert all(torch.equal(p, q) for p, q in zip(before, model.layers[0].parameters()))
+    x, y = torch.randn(8, 3, 16, 16), torch.zeros(8, dtype=torch.long)
+    full = step_flops(build_model(cfg.model, task.num_classes), 0, 0, x, y, torch.device("cpu"), "fp32")
+    frozen = step_flops(model, 5, 0, x, y, torch.device("cpu"), "fp32")
+    assert full > frozen > 0
+
+
+def test_compiled_graphs_are_reused_by_later_cells(setup):
+    """A new cell (new module instance) of the same shapes reuses the graph; a new frozen
+    prefix gets its own. (backend="eager": the caching is dynamo's, the backend is irrelevant.)"""
+    from torch._dynamo.utils import counters
+
+    from transferlab.train import compiled
+
+    cfg, _, task, _ = setup
+    x, y = torch.randn(4, 3, 16, 16), torch.zeros(4, dtype=torch.long)
+
+    def cell(frozen):
+        m = build_model(cfg.model, task.num_classes)
+        freeze_layers(m, frozen)
+        torch.nn.functional.cross_entropy(compiled(m, backend="eager")(x, no_grad_prefix=frozen), y).backward()
+        return counters["stats"]["unique_graphs"]
+
+    first = cell(0)
+    assert cell(0) == first
+    assert cell(2) == first + 1
+    assert cell(2) == cell(0) == first + 1
