@@ -1,5 +1,8 @@
 """Run one cell: get its source base, build the network, copy / freeze / re-initialise the first
-n layers, train on the target task, evaluate, and write the record atomically."""
+n layers, train on the target task, evaluate, and write the record atomically.
+
+Training saves a checkpoint at the end of every epoch; a cell that was killed resumes from it
+and ends with exactly the weights of a run that was never interrupted."""
 from __future__ import annotations
 
 import os
@@ -17,8 +20,8 @@ from omegaconf import OmegaConf
 from . import __version__
 from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
-from .models import build_model, copy_layers, freeze_layers, init_layers, num_weight_layers
-from .store import SweepStore, atomic_torch_save, atomic_write_json, load_state
+from .models import build_model, copy_layers, freeze_layers, num_weight_layers
+from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state
 from .train import make_batches, resolve_device, train
 
 
@@ -94,20 +97,46 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def run_cell(ctx: SweepContext, cell: Cell, log=print) -> dict:
-    """Train a cell and write its record (status done, or failed with the reason)."""
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+              "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST", "SLURM_CLUSTER_NAME")
+
+
+def load_checkpoint(store: SweepStore, cell: Cell) -> dict | None:
+    """The cell's last per-epoch checkpoint, or None. An unreadable one is reported, deleted and
+    the cell starts from scratch (which ends with the same weights, only later)."""
+    path = store.checkpoint_path(cell.key)
+    if not path.exists():
+        return None
+    try:
+        state = load_state(path)
+        if not isinstance(state, dict) or state.get("key") != cell.key or "optimizer" not in state:
+            raise ValueError("not a checkpoint of this cell")
+        return state
+    except Exception as e:  # torch.load raises many types on truncated or garbled files
+        store.report(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None) -> dict:
+    """Train a cell and write its record (status done, or failed with the reason). The caller
+    holds the cell's lock (store.lock): no one else writes into its folder meanwhile."""
     cfg, store = ctx.cfg, ctx.store
     started = time.time()
+    attempt = store.start_attempt(cell.key)
     record = {
-        "status": "running", **cell.as_dict(),
+        "status": "running", **cell.as_dict(), "run_id": run_id,
+        "attempt": attempt, "restarts": attempt - 1, "resumed_from_epoch": 0,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": {"train": cell.seed, "split": cell.split_seed, "init": _seed_for(cell, "init"),
                   "data": int(cfg.data.get("seed", 0))},
         "source_key": cell.base_dependency.key if cell.base_dependency else None,
         "num_layers": num_weight_layers(cfg.model),
         "device": str(ctx.device), "device_name": device_name(ctx.device),
         "host": socket.gethostname(), "git_commit": git_commit(), "versions": versions(),
-        "slurm": {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
-                  if k in os.environ},
+        "launcher": cfg.launcher.name,
+        "slurm": {k[6:].lower(): os.environ[k] for k in SLURM_VARS if k in os.environ},
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     try:
@@ -117,8 +146,14 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print) -> dict:
         batches = make_batches(target, ctx.dataset.mean, ctx.dataset.std, ctx.device,
                                cfg.train.batch_size, cfg.data.get("augment"))
         before = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.frozen_layers else None
+        checkpoint = store.checkpoint_path(cell.key)
+        resume = load_checkpoint(store, cell)
+        if resume is not None:
+            record["resumed_from_epoch"] = int(resume["epoch"])
+            log(f"resuming from the checkpoint of epoch {resume['epoch']}")
         result = train(model, batches, cfg.train, frozen_layers=cell.frozen_layers,
-                       seed=_seed_for(cell, "train"), log=log)
+                       seed=_seed_for(cell, "train"), log=log, state=resume,
+                       on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
         if before is not None:
             _check_frozen(model, before, cell.frozen_layers)
         record.update(result)
@@ -126,6 +161,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print) -> dict:
         if cfg.save_checkpoints or cell.treatment == "base":
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             atomic_torch_save(store.model_path(cell.key), state)
+            record["model_sha256"] = file_sha256(store.model_path(cell.key))
     except Exception as e:  # contained: the sweep goes on with the other cells
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
@@ -133,6 +169,8 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print) -> dict:
     record["wall_time"] = time.time() - started
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     atomic_write_json(store.record_path(cell.key), record)
+    if record["status"] == "done":  # the record is the commit point; the checkpoint has served
+        store.checkpoint_path(cell.key).unlink(missing_ok=True)
     return record
 
 

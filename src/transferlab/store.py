@@ -5,6 +5,9 @@ results/<sweep>/
   splits.json                each task's classes, names and indices
   cells/<key>/record.json    one record per cell (status done or failed)
   cells/<key>/model.pt       its weights (a state_dict; loaded with weights_only=True)
+  cells/<key>/checkpoint.pt  while it trains: the state at the end of the last epoch (resume)
+  cells/<key>/attempts       how many times its training was started
+  cells/<key>/.lock          held (fcntl) by the worker training it
   cells.csv                  a tidy table of every finished cell
   figures/                   figure2.png / .pdf and tables
 """
@@ -13,12 +16,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-import torch
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -27,6 +33,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the lab's group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,6 +52,8 @@ def atomic_write_json(path: Path, obj) -> None:
 def atomic_torch_save(path: Path, state: dict) -> None:
     import io
 
+    import torch  # here, not at the top: analysis reads records without torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -52,12 +61,24 @@ def atomic_torch_save(path: Path, state: dict) -> None:
 
 def load_state(path: Path) -> dict:
     """Load tensors only: checkpoints are untrusted files, never unpickled as objects."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class SweepStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._verified: dict = {}   # model.pt (path, mtime, size) -> sha256 matches its record
+        self._reported: set = set()  # corrupted files already reported by this process
 
     def cell_dir(self, key: str) -> Path:
         return self.root / "cells" / key
@@ -67,6 +88,19 @@ class SweepStore:
 
     def model_path(self, key: str) -> Path:
         return self.cell_dir(key) / "model.pt"
+
+    def checkpoint_path(self, key: str) -> Path:
+        return self.cell_dir(key) / "checkpoint.pt"
+
+    def report(self, path: Path, problem: str) -> None:
+        """Say once per process that a file is corrupted and will be recomputed."""
+        try:
+            stamp = (str(path), path.stat().st_mtime_ns)
+        except OSError:
+            stamp = (str(path), None)
+        if stamp not in self._reported:
+            self._reported.add(stamp)
+            print(f"warning: {path} is corrupted ({problem}); it will be recomputed", flush=True)
 
     def read_record(self, key: str) -> dict | None:
         """The cell's record, or None if there is none or it is unreadable (then it is redone)."""
@@ -79,13 +113,30 @@ class SweepStore:
                 raise ValueError("not a record")
             return rec
         except (ValueError, UnicodeDecodeError) as e:
-            print(f"warning: {path} is corrupted ({e}); the cell will be trained again", flush=True)
+            self.report(path, str(e))
             return None
 
     def is_done(self, key: str, need_model: bool = False) -> bool:
+        """A finished record; with ``need_model`` also its weights, intact (sha256 as recorded)."""
         rec = self.read_record(key)
         ok = rec is not None and rec["status"] == "done"
-        return ok and (not need_model or self.model_path(key).exists())
+        return ok and (not need_model or self.model_ok(key, rec))
+
+    def model_ok(self, key: str, rec: dict) -> bool:
+        path = self.model_path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        want = rec.get("model_sha256")
+        stamp = (str(path), st.st_mtime_ns, st.st_size)
+        if want is None or self._verified.get(stamp) == want:
+            return True
+        if file_sha256(path) != want:
+            self.report(path, "sha256 differs from its record")
+            return False
+        self._verified[stamp] = want
+        return True
 
     def records(self) -> list[dict]:
         out = []
@@ -96,16 +147,35 @@ class SweepStore:
         return out
 
     @contextlib.contextmanager
-    def lock(self, key: str):
-        """An exclusive lock per cell, so concurrent workers never train the same one twice."""
+    def lock(self, key: str, blocking: bool = True):
+        """An exclusive lock per cell, so concurrent workers never train the same one twice.
+        Yields whether it was taken (always, when blocking). The kernel releases it when the
+        holder dies, so a killed worker never leaves a cell locked."""
         path = self.cell_dir(key) / ".lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def start_attempt(self, key: str) -> int:
+        """Count one more start of the cell's training (call holding its lock); returns the count.
+        Also removes temporary files a killed writer left behind."""
+        for tmp in self.cell_dir(key).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        path = self.cell_dir(key) / "attempts"
+        try:
+            n = int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            n = 0
+        atomic_write_bytes(path, f"{n + 1}\n".encode())
+        return n + 1
 
 
 def check_writable(root: Path) -> None:

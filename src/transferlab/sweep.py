@@ -4,8 +4,11 @@
     python -m transferlab.sweep split=random n=1..7 seed=0,1 train.epochs=4
     python -m transferlab.sweep --cfg                    # print the composed config
     python -m transferlab.sweep dry_run=true             # print the plan only
+    python -m transferlab.sweep launcher=submitit_local launcher.workers=4   # 4 worker processes
+    python -m transferlab.sweep launcher=slurm launcher.partition=gpu        # Slurm job arrays
 
-Rerunning the same command skips the cells that are already finished.
+Rerunning the same command skips the cells that are already finished, resumes interrupted ones
+from their last epoch and retries failed ones; exit status 1 if any cell failed.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from omegaconf import OmegaConf
 
 from .cells import Cell, plan
 from .config import ConfigError, compose, results_root, sweep_name, validate
+from .executors import LaunchError, make_executor, new_run_id, summarize
 from .store import SweepStore, atomic_write_json, check_writable
 
 # Config keys that do not change what a cell computes: they may differ between runs of one sweep.
@@ -29,8 +33,10 @@ def defining_config(cfg) -> dict:
     for k in NON_DEFINING:
         c.pop(k, None)
     c["split"].pop("seed", None)
-    for k in ("num_workers", "compile"):
+    for k in ("compile",):
         c["train"].pop(k, None)
+    for k in ("root", "download", "num_workers"):  # where the files are and how they are read
+        c["data"].pop(k, None)
     return c
 
 
@@ -66,62 +72,55 @@ def prepare(cfg) -> tuple[list[Cell], SweepStore]:
     return cells, store
 
 
-def write_splits(ctx, cells: list[Cell]) -> None:
+def splits_table(ctx, cells: list[Cell]) -> dict:
+    """splits.json: every task's classes (indices into the dataset's class list, and names)."""
     ds = ctx.dataset
-    out = {"dataset": ds.name, "num_classes": ds.num_classes, "split": ctx.cfg.split.name, "splits": {}}
+    out = {"dataset": ds.name, "num_classes": ds.num_classes, "split": ctx.cfg.split.name,
+           "classes": ds.classes, "splits": {}}
     for ss in sorted({c.split_seed for c in cells}):
         sp = ctx.split(ss)
-        out["splits"][str(ss)] = {t: {"indices": list(sp.task(t)), "names": [ds.classes[i] for i in sp.task(t)]}
-                                  for t in ("A", "B")}
-    atomic_write_json(ctx.store.root / "splits.json", out)
+        out["splits"][str(ss)] = {t: {"num_classes": len(sp.task(t)), "indices": list(sp.task(t)),
+                                      "names": [ds.classes[i] for i in sp.task(t)]} for t in ("A", "B")}
+    if ctx.cfg.split.name == "dissimilar":  # the split was made: the dataset has two groups
+        out["groups"] = {"A": ds.groups[0], "B": ds.groups[1]}
+    return out
 
 
-def print_plan(cells: list[Cell], store: SweepStore) -> None:
-    bases = [c for c in cells if c.treatment == "base"]
-    print(f"plan: {len(bases)} base networks + {len(cells) - len(bases)} cells = {len(cells)} networks")
+def check_input_size(cfg, ds) -> None:
+    if ds.image_size is not None and ds.image_size != cfg.model.input_size:
+        raise ConfigError(
+            f"data={ds.name} gives {ds.image_size}x{ds.image_size} images but the model takes "
+            f"model.input_size={cfg.model.input_size}; choose a model of that input size (e.g. "
+            f"model=caffenet_cifar for CIFAR, caffenet_imagenet for 227 crops) or an experiment preset")
+
+
+def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None) -> None:
+    """Every network by its paper name and the base it needs, grouped by split, then the counts."""
+    from collections import Counter
+
+    from .cells import TREATMENT_LABELS
+
+    by_split: dict[int, list[Cell]] = {}
     for c in cells:
-        dep = c.base_dependency
-        done = " (done)" if store.is_done(c.key) else ""
-        print(f"  {c.key:<28} {c.name:<7} needs {dep.key if dep else '-'}{done}")
-
-
-def run_cells(ctx, cells: list[Cell]) -> dict:
-    """Train every unfinished cell in this process; returns counts of done/skipped/failed."""
-    store = ctx.store
-    counts = {"trained": 0, "skipped": 0, "failed": 0}
-    total, t0, trained_time = len(cells), time.time(), 0.0
-    for i, cell in enumerate(cells, 1):
-        head = f"[{i}/{total}] {cell.name} ({cell.key})"
-        with store.lock(cell.key):
-            if store.is_done(cell.key, need_model=cell.treatment == "base"):
-                counts["skipped"] += 1
-                print(f"{head}: already finished, skipped", flush=True)
-                continue
-            dep = cell.base_dependency
-            if dep is not None and not store.is_done(dep.key, need_model=True):
-                counts["failed"] += 1
-                print(f"{head}: FAILED: its base {dep.key} did not finish", flush=True)
-                continue
-            print(f"{head}: training on task {cell.target}, {cell.frozen_layers} frozen layer(s)", flush=True)
-            from .runner import run_cell
-
-            rec = run_cell(ctx, cell, log=lambda m: print(f"  {cell.name} {m}", flush=True))
-        trained_time += rec["wall_time"]
-        if rec["status"] == "done":
-            counts["trained"] += 1
-            m = rec["metrics"]
-            warn = ""
-            if cell.treatment == "base" and m["val_top1"] < 2.0 / rec["target_classes"]:
-                warn = "  WARNING: this base network is near chance; the sweep will measure nothing"
-            print(f"{head}: val top1 {m['val_top1']:.1%} in {rec['wall_time']:.1f}s{warn}", flush=True)
-        else:
-            counts["failed"] += 1
-            print(f"{head}: FAILED: {rec['error']}", flush=True)
-        left = sum(1 for c in cells[i:] if not store.is_done(c.key))
-        done_now = counts["trained"] + counts["failed"]
-        eta = trained_time / max(1, done_now) * left
-        print(f"progress: {i}/{total} cells, elapsed {time.time() - t0:.0f}s, ETA {eta:.0f}s", flush=True)
-    return counts
+        by_split.setdefault(c.split_seed, []).append(c)
+    for ss, group in by_split.items():
+        head = f"split {group[0].split}" + (f" seed {ss}" if group[0].split == "random" else "")
+        if splits is not None:
+            tasks = splits["splits"][str(ss)]
+            head += f": task A {tasks['A']['num_classes']} classes, task B {tasks['B']['num_classes']}"
+        print(head)
+        for c in group:
+            dep = c.base_dependency
+            done = " (done)" if store.is_done(c.key) else ""
+            print(f"  {c.name:<7} {c.key:<30} needs {dep.key if dep else '-'}{done}")
+    bases = [c for c in cells if c.treatment == "base"]
+    per = Counter(TREATMENT_LABELS[c.treatment] for c in cells if c.treatment != "base")
+    done = sum(store.is_done(c.key) for c in cells)
+    n_splits = len(by_split)
+    each = f"{n_splits} split(s) x ({len(bases) // n_splits} bases + {(len(cells) - len(bases)) // n_splits} cells)"
+    print(f"plan: {each} = {len(bases)} base networks + {len(cells) - len(bases)} cells = "
+          f"{len(cells)} networks ({done} already done)")
+    print("  per treatment: " + ", ".join(f"{k} {v}" for k, v in per.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,29 +135,49 @@ def main(argv: list[str] | None = None) -> int:
         if show_cfg:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        cells, store = prepare(cfg)
+        validate(cfg)
         from .runner import SweepContext
 
-        ctx = SweepContext(cfg, store)
-        write_splits(ctx, cells)  # also builds the dataset and checks the split can be made
+        # Every check before the sweep folder is written. The dataset's classes and hierarchy
+        # only: a dry run reads no image (CIFAR's files need not be there).
+        ctx = SweepContext(cfg, SweepStore(results_root(cfg)))
+        splits = splits_table(ctx, plan(cfg))  # also checks that the split can be made
+        check_input_size(cfg, ctx.dataset)
+        if not cfg.dry_run:
+            ctx.dataset.check()  # the files are there (or downloaded), before any training
+        executor = make_executor(cfg)
+        cells, store = prepare(cfg)
+        atomic_write_json(store.root / "splits.json", splits)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"sweep {sweep_name(cfg)} -> {store.root} on {ctx.device}", flush=True)
     if cfg.dry_run:
-        print_plan(cells, store)
+        print_plan(cells, store, splits)
+        print(f"wrote {store.root / 'splits.json'}")
         return 0
     t0 = time.time()
-    counts = run_cells(ctx, cells)
+    try:
+        run_id = executor.run(ctx, cells, new_run_id())
+    except LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if run_id is None:
+        return 0  # submitted; running the same command again shows progress
     from . import analysis
 
     table = analysis.write_table(store.root)
     if cfg.analyze and table is not None:
         for path in analysis.write_figures(store.root):
             print(f"wrote {path}")
-    print(f"sweep finished in {time.time() - t0:.0f}s: {counts['trained']} trained, "
-          f"{counts['skipped']} skipped, {counts['failed']} failed; records in {store.root}")
-    return 1 if counts["failed"] else 0
+    s = summarize(store, cells, run_id)
+    for key, error in s["errors"].items():
+        print(f"failed: {key}: {error}")
+    not_run = f", {s['not_run']} not run" if s["not_run"] else ""
+    print(f"sweep finished in {time.time() - t0:.0f}s: {s['trained']} trained, {s['skipped']} skipped, "
+          f"{s['failed']} failed{not_run}; records in {store.root}"
+          + ("; failed networks are retried when the command is run again" if s["failed"] or s["not_run"] else ""))
+    return 1 if s["failed"] or s["not_run"] else 0
 
 
 if __name__ == "__main__":
