@@ -1,0 +1,240 @@
+"""Analysis: Table 1 and the decomposition against hand computations, the original study's
+Table 1 from its own numbers, figure contents, several sweeps at once, and the CLI."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_sweep import FT, accuracy, make_sweep
+
+from transferlab import analysis, reference
+from transferlab.cells import Cell
+
+T975_DOF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+
+
+def frame(rows, num_layers=4):
+    """A DataFrame as analysis.load gives it, from (treatment, target, n, split_seed, seed, acc) rows."""
+    recs = []
+    for treatment, target, n, ss, seed, acc, *split in rows:
+        cell = Cell(treatment, target, n, split[0] if split else "random", ss, seed)
+        recs.append({"status": "done", **cell.as_dict(), "num_layers": num_layers,
+                     "metrics": {"val_top1": acc}, "history": [{"val_top1": acc}]})
+    return analysis.records_frame(recs, sweep="hand")
+
+
+# --------------------------------------------------------------------------- the original study
+
+def test_table1_of_the_original_numbers_is_the_papers():
+    t = analysis.table1(reference.networks(), metric="best10")
+    assert list(t.index) == ["1-7", "3-7", "5-7"]
+    assert list(t.over_base_pp.round(1)) == [1.6, 1.8, 2.1]
+    assert list(t.over_selffer_pp.round(1)) == [1.4, 1.4, 1.7]
+    # Pooled networks: every AnB+ / BnB+ (AnA+ counts as BnB+) in the range, all 8 bases.
+    assert list(t["AnB+"]) == [10, 7, 3] and list(t["BnB+"]) == [10, 8, 5] and set(t.base) == {8}
+
+
+def test_reference_networks_in_the_analysis_schema():
+    df = reference.networks()
+    assert len(df) == len(reference.raw()) == 148
+    assert df.val_top1.isna().all() and df.best10_top1.notna().all()
+    assert df.key.is_unique
+    # Dissimilar split: man-made is task A, natural task B, as in data/splits.py.
+    dis = df[(df.split == "dissimilar") & (df.treatment == "base")].set_index("target")
+    assert dis.loc["A", "name"] == "base-manmade" and dis.loc["B", "target_classes"] == 449
+    # The means of the reference README's table.
+    s = analysis.summary(df, "best10")
+    assert s.loc["AnB", 0] == pytest.approx(0.6251, abs=1e-4)
+    assert s.loc["AnB", 7] == pytest.approx(0.5425, abs=1e-3) and s.loc["BnB+", 3] == pytest.approx(0.631, abs=6e-4)
+    with pytest.raises(ValueError, match="best10"):
+        analysis.table1(df)  # the original has no final-epoch accuracy
+
+
+def test_decomposition_of_the_original_matches_the_papers_reading():
+    d = analysis.decomposition(reference.networks(), "best10").set_index(["effect", "n"])
+    # "On layers 3, 4, and 5 the first effect dominates; on 6 and 7 specificity dominates."
+    for n in (4, 5):
+        assert d.loc[("co-adaptation", n), "mean_pp"] > d.loc[("specificity", n), "mean_pp"]
+    for n in (6, 7):
+        assert d.loc[("specificity", n), "mean_pp"] > d.loc[("co-adaptation", n), "mean_pp"]
+    assert d.loc[("transfer", 7), "replicates"] == 8 and d.loc[("co-adaptation", 7), "replicates"] == 4
+
+
+# --------------------------------------------------------------------------- hand computations
+
+def test_table1_matches_a_hand_computation():
+    df = frame([
+        ("base", "A", 0, 0, 0, 0.50), ("base", "B", 0, 0, 0, 0.60),
+        ("transfer_ft", "B", 1, 0, 0, 0.58), ("transfer_ft", "B", 2, 0, 0, 0.60),
+        ("transfer_ft", "A", 3, 0, 0, 0.62), ("transfer_ft", "B", 3, 0, 0, 0.64),
+        ("selffer_ft", "A", 1, 0, 0, 0.54), ("selffer_ft", "B", 3, 0, 0, 0.56),
+        ("transfer", "B", 3, 0, 0, 0.10),                    # frozen: not in Table 1
+        ("base", "B", 0, 0, 0, 0.95, "dissimilar"),           # another split: not pooled
+    ])
+    t = analysis.table1(df)
+    assert list(t.index) == ["1-3", "3-3"]                   # L = 4: ranges 1..3 and 3..3; 5..3 is empty
+    assert t.loc["1-3", "over_base_pp"] == pytest.approx(6.0)      # mean(.58,.60,.62,.64) - mean(.50,.60)
+    assert t.loc["3-3", "over_base_pp"] == pytest.approx(8.0)      # mean(.62,.64) - .55
+    assert t.loc["1-3", "over_selffer_pp"] == pytest.approx(6.0)   # .61 - mean(.54,.56)
+    assert t.loc["3-3", "over_selffer_pp"] == pytest.approx(7.0)   # .63 - .56
+    assert list(t["AnB+"]) == [4, 2] and list(t.base) == [2, 2]
+    assert math.isnan(t.loc["3-3", "over_selffer_ci_pp"])          # a single BnB+: no interval
+    from scipy import stats
+
+    ci = stats.ttest_ind([.58, .60, .62, .64], [.50, .60], equal_var=False).confidence_interval()
+    assert t.loc["1-3", "over_base_ci_pp"] == pytest.approx(100 * (ci.high - ci.low) / 2)
+
+
+def test_decomposition_pairs_networks_within_replicates():
+    rows = [  # replicate (split seed, target): base, BnB, AnB at n = 1
+        ("base", "B", 0, 0, 0, .60), ("selffer", "B", 1, 0, 0, .58), ("transfer", "B", 1, 0, 0, .57),
+        ("base", "B", 0, 1, 0, .62), ("selffer", "B", 1, 1, 0, .58), ("transfer", "B", 1, 1, 0, .55),
+        ("base", "A", 0, 0, 0, .58), ("selffer", "A", 1, 0, 0, .52), ("transfer", "A", 1, 0, 0, .51),
+        ("base", "A", 0, 1, 0, .61), ("transfer", "A", 1, 1, 0, .60),   # no BnB in this replicate
+        ("selffer", "B", 2, 0, 0, .50),                                    # a lone n = 2
+        ("selffer", "B", 3, 5, 0, .50),                                    # its base is missing
+    ]
+    d = analysis.decomposition(frame(rows)).set_index(["effect", "n"])
+    co, spec, total = d.loc[("co-adaptation", 1)], d.loc[("specificity", 1)], d.loc[("transfer", 1)]
+    # co-adaptation: .02, .04, .06 -> mean 4 pp, sd 2 pp
+    assert co.replicates == 3 and co.mean_pp == pytest.approx(4.0)
+    half = T975_DOF2 * 2.0 / math.sqrt(3)
+    assert (co.ci_low_pp, co.ci_high_pp) == (pytest.approx(4.0 - half), pytest.approx(4.0 + half))
+    # specificity: .01, .03, .01 -> mean 5/3 pp, sd sqrt(4/3) pp
+    assert spec.replicates == 3 and spec.mean_pp == pytest.approx(5 / 3)
+    assert spec.ci_high_pp - spec.mean_pp == pytest.approx(T975_DOF2 * math.sqrt(4 / 3) / math.sqrt(3))
+    # whole gap: .03, .07, .07, .01 (the replicate without BnB counts here)
+    assert total.replicates == 4 and total.mean_pp == pytest.approx(4.5)
+    lone = d.loc[("co-adaptation", 2)]
+    assert lone.replicates == 1 and lone.mean_pp == pytest.approx(10.0) and math.isnan(lone.ci_low_pp)
+    assert ("co-adaptation", 3) not in d.index
+
+
+def test_best10_is_the_mean_of_the_ten_best_of_all_evaluations(tmp_path):
+    from fake_sweep import write_record
+
+    evals = [0.1 * i for i in range(12)][::-1] + [0.05]   # 13 evaluations, the last one poor
+    write_record(tmp_path, Cell("base", "B", 0, "random", 0, 0), evals)
+    df = analysis.load(tmp_path)
+    assert df.val_top1.item() == pytest.approx(0.05)
+    assert df.best10_top1.item() == pytest.approx(np.mean([0.1 * i for i in range(2, 12)]))
+    assert df.evaluations.item() == 13
+    with pytest.raises(ValueError, match="metric"):
+        analysis.summary(df, "best5")
+
+
+# --------------------------------------------------------------------------- figures
+
+def _by_gid(artists):
+    return {a.get_gid(): a for a in artists if a.get_gid()}
+
+
+def test_figure2_draws_every_network_and_the_means(tmp_path):
+    df = analysis.load(make_sweep(tmp_path / "r"))           # 2 split seeds x 2 directions, n = 1..3
+    fig = analysis.figure2(df)
+    top, bottom = fig.axes[:2]
+    pts = _by_gid(top.collections)
+    assert set(pts) == {"base", "BnB", "BnB+", "AnB", "AnB+"}
+    assert len(pts["base"].get_offsets()) == 4                # baseA and baseB of both splits (footnote 3)
+    for lab, off in analysis.OFFSETS.items():
+        xy = pts[lab].get_offsets()
+        if lab != "base":
+            assert len(xy) == 12                               # 4 replicates x 3 values of n
+        assert set(np.round(xy[:, 0] - off, 6)) <= {0, 1, 2, 3}
+    lines = _by_gid(bottom.lines)
+    base = np.mean([accuracy(Cell("base", t, 0, "random", s, 0)) for t in "AB" for s in (0, 1)])
+    anb = [np.mean([accuracy(Cell("transfer", t, n, "random", s, 0)) for t in "AB" for s in (0, 1)]) for n in (1, 2, 3)]
+    assert list(lines["AnB"].get_xdata()) == [0, 1, 2, 3]
+    assert lines["AnB"].get_ydata() == pytest.approx([base, *anb])
+    # The paper's markers: circles for base and selffers, diamonds for transfers.
+    assert [lines[lab].get_marker() for lab in ("BnB", "BnB+", "AnB", "AnB+")] == ["o", "o", "D", "D"]
+
+
+def test_figure2_overlay_of_the_original_is_aligned_at_the_base(tmp_path):
+    df = analysis.load(make_sweep(tmp_path / "r"))
+    fig = analysis.figure2(df, overlay_original=True)
+    bottom, twin = fig.axes[1], fig.axes[2]
+    orig = _by_gid(twin.lines)
+    assert set(orig) == {f"original:{lab}" for lab in ("BnB", "BnB+", "AnB", "AnB+")}
+    assert orig["original:AnB"].get_ydata()[-1] == pytest.approx(0.5425, abs=1e-3)
+    ours = df[df.treatment == "base"].val_top1.mean()
+    shift = np.subtract(twin.get_ylim(), bottom.get_ylim())
+    assert shift == pytest.approx([0.6251 - ours] * 2, abs=1e-4)      # same scale, bases level
+
+
+def test_figure3_panels_from_two_sweeps(tmp_path):
+    r = make_sweep(tmp_path / "rand", treatments=FT + ("random",))
+    d = make_sweep(tmp_path / "dis", split="dissimilar", treatments=("transfer",))
+    df = analysis.load(r, d)
+    assert set(df.sweep) == {"rand", "dis"}
+    fig = analysis.figure3(df)
+    axes = {ax.get_gid(): ax for ax in fig.axes}
+    assert set(_by_gid(axes["dissimilar"].lines)) == {"dissimilar:A", "dissimilar:B", "random-split:AnB"}
+    assert "random-weights" in _by_gid(axes["random-weights"].lines)
+    rel = _by_gid(axes["relative"].lines)
+    ns = [1, 2, 3]
+    # Each network minus its own base: the fake pattern subtracts a fixed drop per n.
+    assert rel["relative:dissimilar"].get_ydata() == pytest.approx([0] + [-2 * (0.02 * (n == 2) + 0.03 * n) for n in ns])
+    assert rel["relative:random"].get_ydata() == pytest.approx([0] + [-0.1 * n for n in ns])
+    assert rel["relative:AnB"].get_ydata() == pytest.approx([0] + [-(0.02 * (n == 2) + 0.03 * n) for n in ns])
+
+    fig = analysis.figure3(df, overlay_original=True)
+    orig = _by_gid(next(ax for ax in fig.axes if ax.get_gid() == "relative").lines)
+    assert orig["original:dissimilar"].get_ydata()[-1] == pytest.approx(-0.25, abs=0.005)   # paper: "25%"
+    assert orig["original:AnB"].get_ydata()[-1] == pytest.approx(-0.08, abs=0.005)          # paper: "8%"
+
+
+def test_figure3_says_what_is_missing(tmp_path):
+    df = analysis.load(make_sweep(tmp_path / "r"))           # random split, no random weights
+    axes = {ax.get_gid(): ax for ax in analysis.figure3(df).axes}
+    assert "no dissimilar" in axes["dissimilar"].texts[0].get_text()
+    assert "no random-weights" in axes["random-weights"].texts[0].get_text()
+    assert set(_by_gid(axes["relative"].lines)) == {"relative:AnB"}
+
+
+def test_decomposition_figure_has_errorbars(tmp_path):
+    df = analysis.load(make_sweep(tmp_path / "r"))
+    ax = analysis.decomposition_figure(df).axes[0]
+    bars = {c.get_label().split(":")[0]: c for c in ax.containers}
+    assert {"co-adaptation", "specificity", "transfer"} <= set(bars)
+    dec = analysis.decomposition(df).set_index(["effect", "n"])
+    assert np.asarray(bars["co-adaptation"].lines[0].get_ydata(), float) == pytest.approx(dec.loc["co-adaptation"].mean_pp.values)
+
+
+# --------------------------------------------------------------------------- files and CLI
+
+def test_cli_writes_figures_tables_and_report(tmp_path, capsys):
+    r = make_sweep(tmp_path / "rand", treatments=FT + ("random",))
+    assert analysis.main([str(r)]) == 0
+    for name in ("cells.csv", "report.md", "figures/figure2.png", "figures/figure2.pdf", "figures/figure3.png",
+                 "figures/decomposition.png", "figures/table1.csv", "figures/decomposition.csv",
+                 "figures/summary.md"):
+        assert (r / name).is_file(), name
+    report = (r / "report.md").read_text()
+    for part in ("## Figure 2", "figures/figure3.png", "## Table 1", "1.6 / 1.4", "1.8 / 1.4", "## Decomposition"):
+        assert part in report, part
+    t1 = pd.read_csv(r / "figures/table1.csv", index_col=0)
+    assert list(t1.index) == ["1-3", "3-3"]
+
+    d = make_sweep(tmp_path / "dis", split="dissimilar", treatments=("transfer",))
+    assert analysis.main([str(r), str(d), "--metric", "best10", "--overlay-original"]) == 0
+    out = tmp_path / "rand+dis"
+    assert (out / "report-best10.md").is_file() and (out / "figures/figure3-best10.png").is_file()
+    assert len(pd.read_csv(out / "cells.csv")) == len(analysis.load(r, d))
+    assert analysis.main([str(tmp_path / "nope")]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+
+    # The original study's own numbers through the same pipeline.
+    assert analysis.main(["--original", "--out", str(tmp_path / "orig")]) == 0
+    t1 = pd.read_csv(tmp_path / "orig/figures/table1-best10.csv", index_col=0)
+    assert list(t1.over_base_pp.round(1)) == [1.6, 1.8, 2.1]
+
+
+def test_report_says_what_is_not_there(tmp_path):
+    r = make_sweep(tmp_path / "r", treatments=("transfer",))
+    files = analysis.write_figures(r)
+    report = (r / "report.md").read_text()
+    assert "Not drawn" in report and "no fine-tuned transfer" in report and "no frozen selffer" not in report
+    assert r / "figures/figure3.png" not in files and r / "figures/table1.csv" not in files
+    with pytest.raises(FileNotFoundError):
+        analysis.load(tmp_path / "missing")
