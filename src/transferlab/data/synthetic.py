@@ -9,7 +9,7 @@ How an image is made (all from one seed, on the CPU, in a second or two):
   (primitive, colour or orientation) and adds one part of its own, so sibling classes differ
   in detail while superclasses differ in their whole structure.
 - Every image renders its class layout with jitter (position, orientation, size, colour),
-  on a random dim background with noise, plus a random distractor part, so the task is
+  on a random dim background with noise, plus two random distractor parts, so the task is
   learnable but not trivial.
 Low-level features (oriented edges, colours, blob and grating textures) are shared by all
 classes; the arrangement of parts is class-specific, which gives the layer sweep something
@@ -41,9 +41,9 @@ class Style:
     part_jitter: float = 0.9    # sd of each part's own shift
     angle_jitter: float = 0.2   # sd of each part's rotation (radians)
     scale_jitter: float = 0.12  # relative sd of each part's size
-    drop: float = 0.12          # probability that a class part is missing (occlusion)
+    drop: float = 0.25          # probability that a class part is missing (occlusion)
     recolour: float = 0.0       # probability that a class part takes a random palette colour
-    distractors: int = 1        # parts of any primitive, anywhere
+    distractors: int = 2        # parts of any primitive, anywhere
     noise: float = 0.08         # sd of pixel noise (0..1 scale)
 
 
