@@ -72,44 +72,38 @@ def from_mapping(data, classes: list[str], source: str) -> Hierarchy:
     return _check(members, groups, classes, source)
 
 
+def _owners(members: dict[str, list[str]], known: list[str], item: str, owner: str, source: str) -> dict[str, str]:
+    """Which owner (superclass, group) each known item (class, superclass) is in: every item in
+    exactly one owner, every name one of the known items."""
+    owner_of: dict[str, str] = {}
+    known_set = set(known)
+    owners = owner + ("es" if owner.endswith("s") else "s")
+    for o, items in members.items():
+        unknown = [i for i in items if i not in known_set]
+        if unknown:
+            raise ConfigError(f"{source}: {owner} {o!r} names unknown {item}(es) {few(unknown)}; "
+                              f"the {item}es are {few(known)}")
+        for i in items:
+            if i in owner_of:
+                raise ConfigError(f"{source}: {item} {i!r} is in two {owners}, {owner_of[i]!r} and {o!r}")
+            owner_of[i] = o
+    missing = [i for i in known if i not in owner_of]
+    if missing:
+        raise ConfigError(f"{source}: {item}(es) {few(missing)} are in no {owner}; every {item} must be in one")
+    return owner_of
+
+
 def _check(members: dict[str, list[str]], groups: dict[str, list[str]], classes: list[str],
            source: str) -> Hierarchy:
-    index = {c: i for i, c in enumerate(classes)}
     supers = list(members)
-    owner: dict[str, str] = {}
-    for s, cs in members.items():
-        unknown = [c for c in cs if c not in index]
-        if unknown:
-            raise ConfigError(f"{source}: superclass {s!r} names unknown class(es) {few(unknown)}; "
-                              f"the dataset's classes are {few(classes)}")
-        for c in cs:
-            if c in owner:
-                raise ConfigError(f"{source}: class {c!r} is in two superclasses, {owner[c]!r} and {s!r}")
-            owner[c] = s
-    missing = [c for c in classes if c not in owner]
-    if missing:
-        raise ConfigError(f"{source}: class(es) {few(missing)} are in no superclass; "
-                          f"every class of the dataset must be assigned")
+    owner = _owners(members, classes, "class", "superclass", source)
     class_superclass = [supers.index(owner[c]) for c in classes]
     if not groups:
         return Hierarchy(supers, class_superclass, [], ())
     if len(groups) != 2:
         raise ConfigError(f"{source}: 'groups' must have exactly two groups (task A, then task B), "
                           f"got {len(groups)}: {few(groups)}")
-    group_of: dict[str, str] = {}
-    for g, ss in groups.items():
-        unknown = [s for s in ss if s not in members]
-        if unknown:
-            raise ConfigError(f"{source}: group {g!r} names unknown superclass(es) {few(unknown)}; "
-                              f"the superclasses are {few(supers)}")
-        for s in ss:
-            if s in group_of:
-                raise ConfigError(f"{source}: superclass {s!r} is in both groups")
-            group_of[s] = g
-    missing = [s for s in supers if s not in group_of]
-    if missing:
-        raise ConfigError(f"{source}: superclass(es) {few(missing)} are in no group; "
-                          f"every superclass must be in one of {few(groups)}")
+    group_of = _owners(groups, supers, "superclass", "group", source)
     return Hierarchy(supers, class_superclass, [group_of[s] for s in supers], tuple(groups))
 
 
