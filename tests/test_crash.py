@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import without_timing
 
 from transferlab import runner, sweep
 from transferlab.cells import Cell
@@ -26,7 +27,6 @@ from transferlab.train import make_batches, train
 TINY = ["n=1", "treatments=[transfer]", "data.num_superclasses=2", "data.classes_per_superclass=3",
         "data.train_per_class=64", "data.val_per_class=8", "train.batch_size=16", "device=cpu",
         "analyze=false"]
-TIMING = {"time", "train_time", "images_per_s", "setup_time", "eval_time", "wall_time"}
 
 
 def sweep_cmd(results: Path, *extra: str) -> list[str]:
@@ -37,15 +37,6 @@ def cells_dir(results: Path) -> Path:
     return results / "synthetic-random" / "cells"
 
 
-def strip(x):
-    """A record's results without timings (which differ between any two runs)."""
-    if isinstance(x, dict):
-        return {k: strip(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [strip(v) for v in x]
-    return x
-
-
 def assert_same_results(ref: Path, other: Path) -> None:
     """Every network: same metrics and history, bit-identical weights."""
     keys = sorted(p.name for p in ref.glob("*"))
@@ -53,8 +44,8 @@ def assert_same_results(ref: Path, other: Path) -> None:
     for key in keys:
         a, b = (json.loads((d / key / "record.json").read_text()) for d in (ref, other))
         assert a["status"] == b["status"] == "done", key
-        assert strip(a["metrics"]) == strip(b["metrics"]), key
-        assert strip(a["history"]) == strip(b["history"]), key
+        assert without_timing(a["metrics"]) == without_timing(b["metrics"]), key
+        assert without_timing(a["history"]) == without_timing(b["history"]), key
         wa, wb = load_state(ref / key / "model.pt"), load_state(other / key / "model.pt")
         assert wa.keys() == wb.keys()
         for name in wa:

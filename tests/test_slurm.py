@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import without_timing
 import torch
 
 from transferlab import sweep
@@ -90,8 +91,7 @@ def assert_same_results(ref: Path, root: Path) -> None:
     assert [r["key"] for r in a] == [r["key"] for r in b] and a
     for ra, rb in zip(a, b):
         assert ra["status"] == rb["status"] == "done"
-        strip = lambda m: {k: v for k, v in m.items() if k != "time"}  # noqa: E731
-        assert strip(ra["metrics"]) == strip(rb["metrics"]), ra["key"]
+        assert without_timing(ra["metrics"]) == without_timing(rb["metrics"]), ra["key"]
         wa, wb = (load_state(r / "cells" / ra["key"] / "model.pt") for r in (ref, root))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), ra["key"]
 

@@ -372,6 +372,12 @@ def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
     return fig
 
 
+def _finish_panel(ax, metric: str) -> None:
+    ax.legend(fontsize=7.5, loc="lower left")
+    ax.set_ylabel(_ylabel(metric))
+    ax.grid(alpha=0.3)
+
+
 def figure3(df: pd.DataFrame, metric: str = "final", overlay_original: bool = False,
             title: str | None = None) -> Figure:
     """Figure 3: top left, transfer between dissimilar tasks (one line per target task, the
@@ -404,9 +410,7 @@ def figure3(df: pd.DataFrame, metric: str = "final", overlay_original: bool = Fa
             ln = _line(tl, means.index, means.values, "AnB", gid="random-split:AnB",
                        label="random split: AnB means (Figure 2)")
             ln.set(lw=0.9, alpha=0.7, ms=4)
-        tl.legend(fontsize=7.5, loc="lower left")
-        tl.set_ylabel(_ylabel(metric))
-        tl.grid(alpha=0.3)
+        _finish_panel(tl, metric)
     else:
         _empty(tl, "no dissimilar-split transfer networks\n(run a sweep with split=dissimilar)")
     tl.set_title("dissimilar tasks: man-made ↔ natural", fontsize=10)
@@ -418,9 +422,7 @@ def figure3(df: pd.DataFrame, metric: str = "final", overlay_original: bool = Fa
         _points(tr, rw.n, rw.acc, "random", size=30, alpha=0.8)
         means = _curve(b.acc.mean(), rw)
         _line(tr, means.index, means.values, "random", gid="random-weights", label=STYLE["random"]["label"])
-        tr.legend(fontsize=7.5, loc="lower left")
-        tr.set_ylabel(_ylabel(metric))
-        tr.grid(alpha=0.3)
+        _finish_panel(tr, metric)
     else:
         _empty(tr, "no random-weights networks\n(add random to treatments=[...])")
     tr.set_title("random weights: layers 1..n random and frozen", fontsize=10)
