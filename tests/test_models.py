@@ -15,6 +15,7 @@ from transferlab.config import compose
 from transferlab.models import (NUM_LAYERS, build_model, copy_layers, freeze_layers, layer_parameters,
                                 num_weight_layers)
 from transferlab.models.caffenet import weight_layer
+from transferlab.models.dropout import Dropout
 from transferlab.models.lrn import LocalResponseNorm
 from transferlab.runner import SweepContext, build_cell_model, run_cell
 from transferlab.store import SweepStore, atomic_torch_save, load_state
@@ -46,14 +47,55 @@ def test_layers_are_indexed_1_to_8_like_the_paper():
     # Every block holds exactly one weight layer (so "layer i" is unambiguous) ...
     for layer in model.layers:
         assert sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in layer.modules()) == 1
-    # ... and what follows it: ReLU; pool + LRN after 1 and 2; pool after 5; dropout after 6, 7.
+    # ... and what follows it: ReLU; pool + LRN after 1 and 2; pool after 5; dropout after 6, 7
+    # (the ReLU after the pool: max and ReLU commute, see test_relu_after_pool_is_caffes_order).
     follow = [[type(m) for m in layer if not isinstance(m, (nn.Conv2d, nn.Linear, nn.Flatten))]
               for layer in model.layers]
-    pool_lrn = [nn.ReLU, nn.MaxPool2d, LocalResponseNorm]
-    assert follow[:5] == [pool_lrn, pool_lrn, [nn.ReLU], [nn.ReLU], [nn.ReLU, nn.MaxPool2d]]
-    assert follow[5:7] == [[nn.ReLU, nn.Dropout]] * 2
+    pool_lrn = [nn.MaxPool2d, nn.ReLU, LocalResponseNorm]
+    assert follow[:5] == [pool_lrn, pool_lrn, [nn.ReLU], [nn.ReLU], [nn.MaxPool2d, nn.ReLU]]
+    assert follow[5:7] == [[nn.ReLU, Dropout]] * 2
     assert follow[7] == [] and weight_layer(model.layers[7]).out_features == 7
     assert all(p is q for p, q in zip(layer_parameters(model, [2]), model.layers[1].parameters()))
+
+
+def test_relu_after_pool_is_caffes_order():
+    """Caffe's conv -> ReLU -> pool and our conv -> pool -> ReLU: the same values and gradients."""
+    model = build_model(compose([]).model, num_classes=7, generator=torch.Generator().manual_seed(0))
+    conv, pool = model.layers[0][0], model.layers[0][1]
+    x = torch.randn(4, 3, 16, 16)
+    ours = nn.Sequential(conv, pool, nn.ReLU())
+    caffe = nn.Sequential(conv, nn.ReLU(), pool)
+    g = torch.randn_like(ours(x))
+    outs, grads = [], []
+    for net in (ours, caffe):
+        xi = x.clone().requires_grad_()
+        out = net(xi)
+        out.backward(g)
+        outs.append(out.detach())
+        grads.append((xi.grad, conv.weight.grad.clone()))
+        conv.weight.grad = None
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_dropout_masks_come_from_the_networks_generator():
+    from transferlab.models.dropout import keep_mask
+
+    drop = Dropout(0.5)
+    drop.generator = torch.Generator().manual_seed(3)
+    x = torch.ones(256, 256)
+    torch.manual_seed(0)
+    a = drop(x)
+    drop.generator.manual_seed(3)
+    torch.manual_seed(1)                                # the process-wide generator plays no part
+    assert torch.equal(a, drop(x))
+    assert set(a.unique().tolist()) == {0.0, 2.0}
+    assert abs((a == 0).float().mean().item() - 0.5) < 0.01
+    kept = keep_mask((100_000,), 0.25, torch.Generator().manual_seed(0), "cpu", torch.float32)
+    assert abs((kept == 0).float().mean().item() - 0.25) < 0.005
+    assert kept.unique().tolist() == [0.0, pytest.approx(4 / 3)]
+    drop.eval()
+    assert drop(x) is x
 
 
 def caffe_pool(size: int, kernel: int, stride: int) -> int:

@@ -4,6 +4,10 @@ Layer i (1-based) is the i-th weight layer together with what follows it: ReLU, 
 layers 1 and 2 max-pooling then local response normalisation, for layer 5 max-pooling, for
 layers 6 and 7 dropout. Layer 8 is the classifier. Keeping the layers in one ModuleList is
 what makes "the first n layers" one slice for copying, freezing and re-initialising.
+
+Where a layer pools, the ReLU comes after the max-pool instead of before it (Caffe's order):
+max and ReLU commute, so the outputs and gradients are the same, and the ReLU and its backward
+run on a quarter of the values.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from .dropout import Dropout
 from .lrn import LocalResponseNorm
 
 NUM_LAYERS = 8
@@ -36,15 +41,13 @@ class CaffeNet(nn.Module):
         chans = [cfg.in_channels, *cfg.conv_channels]
         layers: list[nn.Module] = []
         for i in range(5):
-            block = [
-                nn.Conv2d(chans[i], chans[i + 1], cfg.conv_kernels[i], cfg.conv_strides[i],
-                          cfg.conv_padding[i], groups=cfg.conv_groups[i]),
-                nn.ReLU(inplace=True),
-            ]
-            if i in (0, 1):
-                block += [_pool(cfg), _lrn(cfg)]
-            if i == 4:
+            block = [nn.Conv2d(chans[i], chans[i + 1], cfg.conv_kernels[i], cfg.conv_strides[i],
+                               cfg.conv_padding[i], groups=cfg.conv_groups[i])]
+            if i in (0, 1, 4):
                 block += [_pool(cfg)]
+            block += [nn.ReLU(inplace=True)]
+            if i in (0, 1):
+                block += [_lrn(cfg)]
             layers.append(nn.Sequential(*block))
         self.feature_shape = self._conv_output_shape(nn.Sequential(*layers), cfg)
         flat = math.prod(self.feature_shape)
@@ -54,7 +57,7 @@ class CaffeNet(nn.Module):
                 *( [nn.Flatten()] if i == 0 else [] ),
                 nn.Linear(units[i], units[i + 1]),
                 nn.ReLU(inplace=True),
-                nn.Dropout(cfg.dropout),
+                Dropout(cfg.dropout),
             ))
         layers.append(nn.Sequential(nn.Linear(units[-1], num_classes)))
         self.layers = nn.ModuleList(layers)

@@ -4,57 +4,64 @@
 
 PyTorch's module builds the channel-window sum with ``avg_pool3d`` over a padded copy and lets
 autograd differentiate a chain of five ops; on a CPU that is up to a fifth of a CaffeNet
-training step. Here the window sum is ``size`` shifted in-place adds and the backward is
-written out, which is 3-4x faster on CPU (NCHW and channels_last) and keeps fewer tensors
-for backward. It agrees with ``nn.LocalResponseNorm`` to float rounding (the sum is taken in
-another order) and is deterministic. Half-precision inputs (autocast) are computed in float32.
+training step. Here the images are a [pixels, channels] matrix (a view of a channels_last
+tensor), the window sum is one matrix product with a 0/1 band matrix, the power is
+``exp(-beta * log d)`` (4x faster than ``pow`` on a CPU) and the backward is written out: the
+whole layer is 5-10x faster than the module's forward and backward. It agrees with
+``nn.LocalResponseNorm`` to float rounding and is deterministic. Half-precision inputs
+(autocast) are computed in float32.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+_BANDS: dict = {}
 
-def window_sum(s: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """out[:, c] = sum of s[:, c - before .. c + after] over the channels that exist."""
-    out = s.clone()
-    C = s.shape[1]
-    for o in range(-before, after + 1):
-        if o > 0 and o < C:
-            out[:, :C - o] += s[:, o:]
-        elif o < 0 and -o < C:
-            out[:, -o:] += s[:, :C + o]
-    return out
+
+def band(channels: int, before: int, after: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """B[j, c] = 1 where input channel j is in the window of output channel c (c - before .. c + after)."""
+    key = (channels, before, after, dtype, str(device))
+    if key not in _BANDS:
+        i = torch.arange(channels, device=device)
+        offset = i[:, None] - i[None, :]  # j - c
+        _BANDS[key] = ((offset >= -before) & (offset <= after)).to(dtype)
+    return _BANDS[key]
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N*H*W, C]: a view for channels_last tensors, a copy otherwise."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _images(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[N*H*W, C] -> [N, C, H, W] in the memory format of ``like``."""
+    N, C, H, W = like.shape
+    out = m.view(N, H, W, C).permute(0, 3, 1, 2)
+    return out if not like.is_contiguous() else out.contiguous()
 
 
 class _LRN(torch.autograd.Function):
-    generate_vmap_rule = True  # works under torch.func transforms (vmap, grad)
+    @staticmethod
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        xm = _pixels(x).to(dtype)
+        B = band(x.shape[1], size // 2, (size - 1) // 2, dtype, x.device)
+        d = torch.mm(xm * xm, B).mul_(alpha / size).add_(k)
+        inv = torch.log(d).mul_(-beta).exp_()           # d ** -beta
+        ctx.save_for_backward(xm, inv, d, B)
+        ctx.hyper = size, alpha, beta, x.dtype
+        return _images((xm * inv).to(x.dtype), x)
 
     @staticmethod
-    def forward(x, size: int, alpha: float, beta: float, k: float):
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        d = window_sum(xf * xf, size // 2, (size - 1) // 2).mul_(alpha / size).add_(k)
-        inv = d.pow(-beta)
-        return (xf * inv).to(x.dtype), inv, d
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, size, alpha, beta, _ = inputs
-        _, inv, d = output
-        ctx.mark_non_differentiable(inv, d)
-        ctx.save_for_backward(x, inv, d)
-        ctx.hyper = size, alpha, beta
-
-    @staticmethod
-    def backward(ctx, g, _inv, _d):
+    def backward(ctx, g):
         # dy_c/dx_i = [c = i] d_c^-beta - 2 alpha beta / size * x_c x_i d_c^(-beta-1) [i in W(c)]
-        x, inv, d = ctx.saved_tensors
-        size, alpha, beta = ctx.hyper
-        xf = x.to(inv.dtype)
-        a = g.to(inv.dtype) * inv
-        t = window_sum(a * xf / d, (size - 1) // 2, size // 2)  # the transposed window
-        dx = a - t.mul_(xf).mul_(2 * alpha * beta / size)
-        return dx.to(g.dtype), None, None, None, None
+        xm, inv, d, B = ctx.saved_tensors
+        size, alpha, beta, dtype = ctx.hyper
+        a = _pixels(g).to(inv.dtype) * inv
+        t = torch.mm(a.mul(xm).div_(d), B.t())          # the transposed window
+        dx = a.sub_(t.mul_(xm).mul_(2 * alpha * beta / size))
+        return _images(dx.to(dtype), g), None, None, None, None
 
 
 class LocalResponseNorm(nn.Module):
@@ -65,7 +72,7 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _LRN.apply(x, self.size, self.alpha, self.beta, self.k)[0]
+        return _LRN.apply(x, self.size, self.alpha, self.beta, self.k)
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
