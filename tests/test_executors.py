@@ -19,14 +19,6 @@ TINY = ["n=1,2", "treatments=[selffer,transfer]", "data.num_superclasses=2", "da
         "device=cpu", "analyze=false"]
 
 
-@pytest.fixture
-def threads():
-    """Run a block at a given torch thread count (CPU results depend on it), then restore."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 def results(root: Path) -> dict:
     """{key: (final metrics without timings, weights)} of every record under a sweep folder."""
     out = {}
@@ -48,7 +40,7 @@ def test_worker_pickles_and_checkpoints_to_the_same_call(tmp_path):
     import submitit
 
     cfg = compose(TINY + [f"results_dir={tmp_path}"])
-    w = Worker(worker_config(cfg, tmp_path / "s"), "run-1", cuda_devices="1", threads=2)
+    w = Worker(worker_config(cfg, tmp_path / "s"), "run-1", cuda_devices="1")
     assert pickle.loads(pickle.dumps(w)) == w
     assert w.config["results_dir"] == str(tmp_path) and w.config["name"] == "s"
     again = w.checkpoint(["k1"])
@@ -56,8 +48,7 @@ def test_worker_pickles_and_checkpoints_to_the_same_call(tmp_path):
     assert again.function is w and again.args == (["k1"],)
 
 
-def test_a_worker_given_a_cell_trains_the_base_it_needs(tmp_path, threads):
-    threads(1)
+def test_a_worker_given_a_cell_trains_the_base_it_needs(tmp_path):
     cfg = compose(TINY + [f"results_dir={tmp_path}"])
     root = tmp_path / "s"
     counts = Worker(worker_config(cfg, root), "run-1")(["random0_s0_A1B"])
@@ -67,11 +58,11 @@ def test_a_worker_given_a_cell_trains_the_base_it_needs(tmp_path, threads):
     assert all(r["run_id"] == "run-1" and r["status"] == "done" for r in recs.values())
 
 
-def test_local_workers_train_each_network_once_and_match_in_process(tmp_path, threads, capsys):
+def test_local_workers_train_each_network_once_and_match_in_process(tmp_path, capsys):
+    """Every network computes on train.threads CPU threads wherever it runs: the same weights
+    from worker processes as from one process, one network at a time."""
     workers = 2
-    per_worker = max(1, len(os.sched_getaffinity(0)) // workers)
-    threads(per_worker)  # the in-process reference at the workers' thread count
-    assert sweep.main(TINY + [f"results_dir={tmp_path / 'ref'}"]) == 0
+    assert sweep.main(TINY + [f"results_dir={tmp_path / 'ref'}", "launcher.workers=1"]) == 0
     capsys.readouterr()
     args = TINY + [f"results_dir={tmp_path / 'par'}", "launcher=submitit_local",
                    f"launcher.workers={workers}", "launcher.poll_s=0.2"]
@@ -84,6 +75,30 @@ def test_local_workers_train_each_network_once_and_match_in_process(tmp_path, th
     assert len(list((root / "workers").glob("*_0_log.out"))) == workers
     assert all(r["attempt"] == 1 and r["launcher"] == "submitit_local" for r in SweepStore(root).records())
     assert_same(results(tmp_path / "ref" / "synthetic-random"), results(root))
+
+
+def test_networks_side_by_side_in_one_process_match_one_at_a_time(tmp_path, capsys):
+    assert sweep.main(TINY + [f"results_dir={tmp_path / 'one'}", "launcher.workers=1"]) == 0
+    capsys.readouterr()
+    assert sweep.main(TINY + [f"results_dir={tmp_path / 'two'}", "launcher.workers=2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 networks at a time in this process, 1 CPU thread(s) each" in out
+    assert out.count(": training on task") == 6 and "6 trained, 0 skipped, 0 failed" in out
+    assert "already finished" not in out            # no network is announced twice
+    assert_same(results(tmp_path / "one" / "synthetic-random"), results(tmp_path / "two" / "synthetic-random"))
+
+
+def test_local_workers_auto_is_cores_over_threads_on_a_cpu(monkeypatch):
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert executors.local_workers(compose([]), cpu) == 8
+    assert executors.local_workers(compose(["train.threads=2"]), cpu) == 4
+    assert executors.local_workers(compose(["train.threads=16"]), cpu) == 1
+    assert executors.local_workers(compose([]), cuda) == 1
+    assert executors.local_workers(compose(["train.compile=true"]), cpu) == 1
+    assert executors.local_workers(compose(["launcher.workers=3"]), cuda) == 3
+    with pytest.raises(ConfigError, match="launcher.workers=0"):
+        make_executor(compose(["launcher.workers=0"]))
 
 
 def test_slurm_parameters_follow_the_launcher_config():

@@ -193,3 +193,41 @@ def test_compiled_graphs_are_reused_by_later_cells(setup):
     assert cell(0) == first
     assert cell(2) == first + 1
     assert cell(2) == cell(0) == first + 1
+
+
+class BatchDependentPrefix(nn.Module):
+    """A frozen prefix whose output depends on the rest of the batch (as BatchNorm's would in
+    training mode, or a CUDA kernel chosen per batch shape): the cache must notice."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.layers = net.layers
+
+    def forward_prefix(self, x, n):
+        return self.net.forward_prefix(x, n) + x.mean() * 1e-3
+
+
+def test_a_cache_that_is_not_exact_is_refused_unless_forced(setup):
+    cfg, ds, task, _ = setup
+    model = build_model(cfg.model, task.num_classes)
+    freeze_layers(model, 3)
+    images = make_batches(task, ds.mean, ds.std, torch.device("cpu"), 16)
+    exact = feature_batches(model, images, 3, "auto", log=lambda m: None)
+    assert exact.check == {"max_relative_difference": 0.0, "tolerance": 0.0, "exact": True}
+
+    odd, logs = BatchDependentPrefix(model), []
+    assert feature_batches(odd, images, 3, "auto", log=logs.append) is images
+    assert logs[-1].startswith("feature cache off: the frozen layers' outputs depend on the batch")
+    with pytest.raises(ValueError, match="feature_cache=true.*use train.feature_cache=force"):
+        feature_batches(odd, images, 3, True, log=logs.append)
+    forced = feature_batches(odd, images, 3, "force", log=logs.append)
+    assert isinstance(forced, FeatureBatches) and forced.check["exact"] is False
+    assert 0 < forced.check["max_relative_difference"] and "forced" in logs[-1]
+
+
+def test_the_cache_check_runs_on_every_device_with_a_tolerance_off_the_cpu():
+    from transferlab.features import tolerance
+
+    assert tolerance(torch.device("cpu"), "fp32") == tolerance(torch.device("cpu"), "bf16") == 0.0
+    assert 0 < tolerance(torch.device("cuda"), "fp32") < tolerance(torch.device("cuda"), "bf16") < 0.05

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -64,14 +65,32 @@ def _fail_without_training(store: SweepStore, cell: Cell, run_id: str, reason: s
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
-def run_cells(ctx, cells: list[Cell], run_id: str, say=print) -> dict:
+class Once:
+    """Which networks workers of this process have already announced (thread-safe)."""
+
+    def __init__(self):
+        self._seen: set = set()
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        with self._lock:
+            new = key not in self._seen
+            self._seen.add(key)
+            return new
+
+
+def run_cells(ctx, cells: list[Cell], run_id: str, say=print, should_stop=None, parallel: int = 1,
+              once: Once | None = None) -> dict:
     """Train every unfinished network of ``cells`` (and the bases they need) in this process.
 
     Returns this worker's counts: trained, skipped (finished before), failed. A network locked
     by another worker is skipped for now and retried after the others; when nothing else is
     left the worker waits for that lock. Within one run (``run_id``) a network is attempted at
     most once: a cell whose base failed in this run fails at once, naming the base's error.
+    ``parallel``: how many workers share the plan (for the ETA); ``should_stop()``: end early;
+    ``once``: shared by the workers of one process, so each skip is announced once.
     """
+    once = once or Once()
     from .runner import run_cell  # torch and the models: only where networks are trained
 
     store = ctx.store
@@ -105,8 +124,10 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print) -> dict:
                 counts["failed"] += 1
                 return None
             if store.is_done(cell.key, need_model=need_model):
-                counts["skipped"] += 1
-                say(f"{head}: already finished, skipped")
+                # finished by an earlier run, not by a worker beside this one
+                if store.read_record(cell.key).get("run_id") != run_id and once.first(cell.key):
+                    counts["skipped"] += 1
+                    say(f"{head}: already finished, skipped")
                 return None
             if base_failed:
                 reason = base_failed
@@ -115,7 +136,8 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print) -> dict:
                 say(f"{head}: FAILED: {reason}")
                 return None
             say(f"{head}: training on task {cell.target}, {cell.frozen_layers} frozen layer(s)")
-            rec = run_cell(ctx, cell, log=lambda m: say(f"  {cell.name} {m}"), run_id=run_id)
+            rec = run_cell(ctx, cell, log=lambda m: say(f"  {cell.name} {m}"), run_id=run_id,
+                           should_stop=should_stop)
         trained_time += rec["wall_time"]
         if rec["status"] == "done":
             counts["trained"] += 1
@@ -128,13 +150,13 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print) -> dict:
             counts["failed"] += 1
             say(f"{head}: FAILED: {rec['error']}")
         left = sum(1 for c in everything if not store.is_done(c.key))
-        eta = trained_time / max(1, counts["trained"] + counts["failed"]) * left
+        eta = trained_time / max(1, counts["trained"] + counts["failed"]) * left / parallel
         say(f"progress: {total - left}/{total} networks finished, elapsed "
             f"{time.time() - t0:.0f}s, ETA {eta:.0f}s")
         return None
 
-    while queue:
-        waiting = [(c, key) for c in queue if (key := attempt(c)) is not None]
+    while queue and not (should_stop and should_stop()):
+        waiting = [(c, key) for c in queue if not (should_stop and should_stop()) and (key := attempt(c)) is not None]
         queue = [c for c, _ in waiting]
         if waiting:  # every one left is held by another worker: wait for the first
             with store.lock(waiting[0][1]):
@@ -154,18 +176,13 @@ class Worker:
     config: dict                     # the resolved sweep config, results_dir absolute
     run_id: str
     cuda_devices: str | None = None  # this worker's GPU(s), in the launching process's numbering
-    threads: int | None = None       # CPU threads for torch
 
     def __call__(self, keys: list[str]) -> dict:
+        # CPU threads per network come from the recipe (train.threads), set by the trainer.
         if self.cuda_devices is not None:  # before anything initialises CUDA
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_devices
-        import torch
-
         from .runner import SweepContext
 
-        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
-        if threads:
-            torch.set_num_threads(threads)
         cfg = OmegaConf.create(self.config)
         ctx = SweepContext(cfg, SweepStore(results_root(cfg)))
         by_key = {c.key: c for c in plan(cfg)}
@@ -223,10 +240,61 @@ class Executor:
         raise NotImplementedError
 
 
+def local_workers(cfg, device) -> int:
+    """How many networks ``launcher=local`` trains at once: launcher.workers, where auto is the
+    CPU cores over train.threads on a CPU, and 1 on CUDA or with torch.compile."""
+    workers = cfg.launcher.get("workers", 1)
+    if workers != "auto":
+        return int(workers)
+    if device.type != "cpu" or cfg.train.get("compile"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(cfg.train.get("threads", 1) or 1)))
+
+
 class InProcess(Executor):
+    """In this process, ``local_workers`` networks at once, one per thread. Each network runs
+    its ops on train.threads CPU threads, so its result does not depend on what trains beside
+    it; the per-network locks share the plan out exactly as between worker processes. Ctrl-C
+    stops every worker after its current step (the checkpoints of the last epochs stay)."""
+
     def run(self, ctx, cells, run_id):
-        run_cells(ctx, cells, run_id, say=lambda m: print(m, flush=True))
+        from .train import Interrupted, set_threads
+
+        workers = local_workers(ctx.cfg, ctx.device)
+        set_threads(ctx.cfg.train, ctx.device)
+        say = lambda m: print(m, flush=True)  # noqa: E731
+        if workers == 1:
+            run_cells(ctx, cells, run_id, say=say)
+            return run_id
+        ctx.dataset.images  # noqa: B018  load once, before the threads share it
+        stop, errors, once = threading.Event(), [], Once()
+
+        def work():
+            try:
+                run_cells(ctx, cells, run_id, say=say, should_stop=stop.is_set, parallel=workers, once=once)
+            except Interrupted:
+                pass
+            except BaseException as e:  # noqa: BLE001  re-raised in the main thread
+                errors.append(e)
+                stop.set()
+
+        threads = [threading.Thread(target=work, name=f"transferlab-worker-{i}", daemon=True) for i in range(workers)]
+        say(f"{workers} networks at a time in this process, {ctx.cfg.train.threads} CPU thread(s) each")
+        for t in threads:
+            t.start()
+        try:
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(timeout=0.2)  # a timeout, so Ctrl-C reaches this thread
+        except KeyboardInterrupt:
+            stop.set()
+            for t in threads:
+                t.join()
+            raise
+        if errors:
+            raise errors[0]
         return run_id
+
 
 
 def _visible_gpus() -> list[str]:
@@ -276,7 +344,6 @@ class LocalWorkers(Executor):
         if ctx.cfg.device.startswith("cuda:"):  # one chosen GPU: every worker shares it
             gpus = [gpus[int(ctx.cfg.device.split(":")[1])]]
         workers = int(lc.workers) if lc.workers != "auto" else max(1, len(gpus))
-        cpus = len(os.sched_getaffinity(0))
         folder = store.root / "workers"
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=float(lc.timeout_min), signal_delay_s=int(lc.signal_delay_s))
@@ -284,10 +351,8 @@ class LocalWorkers(Executor):
         keys = [c.key for c in cells]
         jobs = []
         for i in range(workers):
-            w = Worker(config, run_id, cuda_devices=gpus[i % len(gpus)] if gpus else None,
-                       threads=None if gpus else max(1, cpus // workers))
-            jobs.append(ex.submit(w, keys))
-        where = f"GPU {', '.join(gpus)}" if gpus else f"CPU, {max(1, cpus // workers)} thread(s) each"
+            jobs.append(ex.submit(Worker(config, run_id, cuda_devices=gpus[i % len(gpus)] if gpus else None), keys))
+        where = f"GPU {', '.join(gpus)}" if gpus else f"CPU, {ctx.cfg.train.threads} thread(s) each (train.threads)"
         print(f"{workers} local worker(s) ({where}); their logs: {folder}/<pid>_0_log.out", flush=True)
         try:
             _wait(store, cells, lambda: sum(not j.done() for j in jobs), float(lc.poll_s), "worker(s) running")
@@ -434,6 +499,9 @@ def make_executor(cfg) -> Executor:
     """The executor that ``launcher=...`` names; checks what it needs before any training."""
     lc = cfg.launcher
     if lc.name == "local":
+        workers = lc.get("workers", "auto")
+        if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
+            raise ConfigError(f"launcher.workers={workers!r} is not valid; expected auto or an integer >= 1")
         return InProcess()
     if lc.name in ("submitit_local", "slurm"):
         try:

@@ -21,9 +21,14 @@ import torch
 from torch import nn
 
 from .data import ImageSet
+from .models.dropout import Dropout
 from .train import TensorBatches
 
-MODES = ("auto", True, False)
+MODES = ("auto", True, False, "force")
+# How far cached activations may stray from the uncached ones: on a CPU not at all (the cached
+# path is then bit-identical); on CUDA kernels may depend on the batch, so a relative tolerance
+# per precision (TF32 convolutions for fp32, 8-bit mantissas for bf16).
+TOLERANCE = {"cpu": 0.0, "fp32": 1e-3, "bf16": 2e-2, "fp16": 5e-3}
 
 
 class FeatureBatches(TensorBatches):
@@ -48,15 +53,19 @@ def parse_mode(value) -> str | bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         value = value.lower() == "true"
     if value not in MODES:
-        raise ValueError(f"train.feature_cache={value!r} is not valid; allowed: auto, true, false")
+        raise ValueError(f"train.feature_cache={value!r} is not valid; allowed: auto, true, false, force")
     return value
+
+
+def tolerance(device: torch.device, precision: str) -> float:
+    return TOLERANCE["cpu"] if device.type == "cpu" else TOLERANCE.get(precision, TOLERANCE["fp32"])
 
 
 def cache_depth(model: nn.Module, frozen_layers: int) -> int:
     """How many leading frozen layers are a deterministic function of the image."""
     depth = 0
     for layer in model.layers[:frozen_layers]:
-        if any(isinstance(m, nn.Dropout) for m in layer.modules()):
+        if any(isinstance(m, (nn.Dropout, Dropout)) for m in layer.modules()):
             break
         depth += 1
     return depth
@@ -85,21 +94,23 @@ def _format(h: torch.Tensor) -> torch.memory_format:
 
 
 def feature_batches(model, batches, frozen_layers: int, mode, autocast: Callable = contextlib.nullcontext,
-                    log: Callable[[str], None] = print, eval_batch_size: int = 1000):
+                    log: Callable[[str], None] = print, eval_batch_size: int = 1000, precision: str = "fp32"):
     """``batches`` itself, or FeatureBatches over the activations of the frozen prefix.
 
-    mode: "auto" caches when the input pipeline is deterministic, the features fit in memory
-    and (on a CPU) a sample batch shows the cached path is bit-identical; True caches whenever
-    the pipeline allows; False never.
+    Whether the cached path computes what the uncached one would is checked on a shuffled
+    training batch on every device: bit for bit on a CPU, within TOLERANCE on CUDA. mode:
+    "auto" caches when the input pipeline is deterministic, the features fit in memory and the
+    check passes (else trains uncached, saying why); True the same, but a failed check is an
+    error; "force" caches even when the check fails; False never caches.
     """
     mode = parse_mode(mode)
     if mode is False or frozen_layers == 0:
         return batches
     random_input = not isinstance(batches, TensorBatches) or batches.crop_padding or batches.flip
     if random_input or isinstance(batches, FeatureBatches):
-        if mode is True and not isinstance(batches, FeatureBatches):
-            raise ValueError("train.feature_cache=true needs in-memory data without random crops or flips "
-                             "(data.augment); use auto or false")
+        if mode in (True, "force") and not isinstance(batches, FeatureBatches):
+            raise ValueError(f"train.feature_cache={str(mode).lower()} needs in-memory data without random crops "
+                             "or flips (data.augment); use auto or false")
         return batches
     depth = cache_depth(model, frozen_layers)
     if depth == 0:
@@ -115,13 +126,23 @@ def feature_batches(model, batches, frozen_layers: int, mode, autocast: Callable
     train_h = _activations(model, batches, batches.train, B, True, depth, autocast)
     model.eval()  # the chunks evaluate() uses
     val_h = _activations(model, batches, batches.val, eval_batch_size, False, depth, autocast)
-    exact = batches.device.type != "cpu" or _exact(model, batches, train_h, depth, autocast)
+    diff, tol = _mismatch(model, batches, train_h, depth, autocast), tolerance(batches.device, precision)
     model.train(was_training)
-    if mode == "auto" and not exact:
-        log("feature cache off: the prefix's results depend on batch composition here")
-        return batches
-    return FeatureBatches(ImageSet(train_h, batches.train.y), ImageSet(val_h, batches.val.y),
-                          batches.device, B, depth, eval_batch_size)
+    check = {"max_relative_difference": diff, "tolerance": tol, "exact": diff <= tol}
+    if not check["exact"]:
+        why = (f"the frozen layers' outputs depend on the batch here (cached and uncached activations differ by "
+               f"up to {diff:.2g} of their range, tolerance {tol:g})")
+        if mode == "auto":
+            log(f"feature cache off: {why}")
+            return batches
+        if mode is True:
+            raise ValueError(f"train.feature_cache=true: {why}; use train.feature_cache=force to cache anyway, "
+                             f"or auto (train uncached)")
+        log(f"warning: feature cache forced although {why}")
+    feats = FeatureBatches(ImageSet(train_h, batches.train.y), ImageSet(val_h, batches.val.y),
+                           batches.device, B, depth, eval_batch_size)
+    feats.check = check
+    return feats
 
 
 @torch.no_grad()
@@ -144,10 +165,14 @@ def _activations(model, batches: TensorBatches, s: ImageSet, chunk: int, pad: bo
 
 
 @torch.no_grad()
-def _exact(model, batches: TensorBatches, train_h: torch.Tensor, depth: int, autocast) -> bool:
-    """Does a shuffled training batch give the cached activations bit for bit?"""
+def _mismatch(model, batches: TensorBatches, train_h: torch.Tensor, depth: int, autocast) -> float:
+    """How far a shuffled training batch's activations are from the cached ones: the largest
+    absolute difference over the largest absolute activation (0.0 when bit-identical)."""
     n = min(len(batches.train), batches.batch_size)
     idx = torch.randperm(len(batches.train), generator=torch.Generator().manual_seed(0))[:n]
     idx = idx.to(batches.device)
     model.train()
-    return torch.equal(_prefix(model, batches.normalise(batches.train.x[idx]), depth, autocast), train_h[idx])
+    fresh, cached = _prefix(model, batches.normalise(batches.train.x[idx]), depth, autocast).float(), train_h[idx].float()
+    if torch.equal(fresh, cached):
+        return 0.0
+    return float((fresh - cached).abs().max() / cached.abs().max().clamp_min(1e-30))

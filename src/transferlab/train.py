@@ -14,10 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from .data import FileSet, ImageSet, Task
+from .models.dropout import Dropout
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+DROPOUT_SEED = 0x5EED  # offset of a network's dropout stream from its batch stream
 
 
 def resolve_device(name: str) -> torch.device:
@@ -214,9 +218,15 @@ def lr_at(step: int, total: int, steps_per_epoch: int, cfg) -> float:
     return cfg.lr
 
 
-def _autocast(device: torch.device, precision: str):
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """train.precision on this device: auto is bf16 on CUDA and fp32 on a CPU."""
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _autocast(device: torch.device, precision: str):
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False), precision
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -268,19 +278,46 @@ def evaluate(model, batches, device: torch.device, precision: str = "fp32") -> d
     return metrics
 
 
+class Interrupted(BaseException):
+    """Training was asked to stop (Ctrl-C in a sweep); the last epoch's checkpoint stays."""
+
+
+def set_threads(cfg, device: torch.device) -> None:
+    """CPU threads per network (``train.threads``): CPU arithmetic depends on the thread count, so
+    it is part of the recipe; networks run side by side (launcher.workers) to use the cores."""
+    threads = int(cfg.get("threads", 0) or 0)
+    if device.type == "cpu" and threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def eval_steps(steps_per_epoch: int, evals_per_epoch: int) -> list[int]:
+    """The steps of an epoch (1-based) after which the network is evaluated, evenly spaced."""
+    k = max(1, min(int(evals_per_epoch), steps_per_epoch))
+    return sorted({round(i * steps_per_epoch / k) for i in range(1, k + 1)})
+
+
 def train(model, batches, cfg, *, frozen_layers: int, seed: int,
           log: Callable[[str], None] = print, state: dict | None = None,
-          on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-    """Train ``model`` in place; returns final metrics and the per-epoch history.
+          on_epoch_end: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train ``model`` in place; returns final metrics, the history of evaluations
+    (``train.evals_per_epoch`` per epoch) and whether the validation curve reached a plateau.
 
     ``on_epoch_end(state)`` is called after every epoch with the full training state (weights,
     optimiser, step, history, random generators; tensors and plain values only, so it loads
     with ``weights_only=True``). Passing such a ``state`` back resumes after that epoch, and
-    the run ends exactly as one that was never interrupted.
+    the run ends exactly as one that was never interrupted. ``should_stop()`` is asked after
+    every step; when it says so, training raises ``Interrupted``.
     """
+    from .convergence import of_history
+
     device = batches.device
-    torch.manual_seed(seed)  # dropout masks
-    g = torch.Generator(device=device).manual_seed(seed)
+    set_threads(cfg, device)
+    g = torch.Generator(device=device).manual_seed(seed)                   # batches, augmentation
+    g_drop = torch.Generator(device=device).manual_seed(seed + DROPOUT_SEED)  # this network's dropout masks
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.generator = g_drop
     fast = fast_path(cfg, device)
     if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
@@ -295,6 +332,10 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
     fwd = compiled(model) if fast["compile"] else model
     B, steps_per_epoch = batches.batch_size, batches.steps_per_epoch
     total = steps_per_epoch * int(cfg.epochs)
+    evaluate_after = eval_steps(steps_per_epoch, cfg.get("evals_per_epoch", 1))
+    if len(evaluate_after) < int(cfg.get("evals_per_epoch", 1)):
+        log(f"train.evals_per_epoch={cfg.evals_per_epoch} is more than the {steps_per_epoch} steps of an "
+            f"epoch: evaluating after every step")
     history, step, t0, eval_time, done_epochs = [], 0, time.perf_counter(), 0.0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -304,19 +345,19 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
     from .features import feature_batches  # imports this module
 
     batches = feature_batches(model, batches, frozen_layers, cfg.get("feature_cache", "auto"),
-                              autocast=lambda: _autocast(device, cfg.precision)[0], log=log)
+                              autocast=lambda: _autocast(device, cfg.precision)[0], log=log,
+                              precision=resolve_precision(device, cfg.precision))
     entry = getattr(batches, "model_kwargs", {})  # cached features enter above layer 1
     setup_time = time.perf_counter() - t0
     if state is not None:  # after the feature cache: the generators as they were at the epoch's end
         g.set_state(state["rng"]["batches"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        g_drop.set_state(state["rng"]["dropout"])
     for epoch in range(done_epochs + 1, int(cfg.epochs) + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for x, y in batches.epoch(g):
+        since = 0  # steps since the last evaluation
+        for b, (x, y) in enumerate(batches.epoch(g), 1):
             lr = lr_at(step, total, steps_per_epoch, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
@@ -329,29 +370,38 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for gr in groups for p in gr["params"]], cfg.grad_clip)
             opt.step()
-            step += 1
+            step, since = step + 1, since + 1
             loss_sum += loss.detach()
             correct += (out.argmax(1) == y).sum()
-        train_loss = loss_sum.item() / steps_per_epoch
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch}")
-        t_eval = time.perf_counter()
-        metrics = evaluate(model, batches, device, cfg.precision)
-        eval_time += time.perf_counter() - t_eval
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"stopped in epoch {epoch}, step {step}")
+            if b not in evaluate_after:
+                continue
+            train_loss = loss_sum.item() / since
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch} (step {step})")
+            t_eval = time.perf_counter()
+            metrics = evaluate(model, batches, device, cfg.precision)
+            eval_time += time.perf_counter() - t_eval
+            model.train()
+            history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
+                            "train_top1": correct.item() / (since * B), "lr": lr,
+                            "time": time.perf_counter() - t0, **metrics})
+            loss_sum.zero_()
+            correct.zero_()
+            since = 0
         elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch, "train_loss": train_loss,
-                        "train_top1": correct.item() / (steps_per_epoch * B),
-                        "lr": lr, "time": elapsed, **metrics})
         eta = elapsed / epoch * (int(cfg.epochs) - epoch)
-        log(f"epoch {epoch}/{cfg.epochs} loss {train_loss:.3f} val top1 {metrics['val_top1']:.1%}"
-            f" ({elapsed:.1f}s, cell ETA {eta:.0f}s)")
+        log(f"epoch {epoch}/{cfg.epochs} loss {history[-1]['train_loss']:.3f} val top1 "
+            f"{history[-1]['val_top1']:.1%} ({elapsed:.1f}s, cell ETA {eta:.0f}s)")
         if on_epoch_end is not None:
-            rng = {"batches": g.get_state(), "torch": torch.get_rng_state()}
-            if device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(device)
             on_epoch_end({"epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
-                          "optimizer": opt.state_dict(), "rng": rng})
-    return {"metrics": dict(history[-1]), "history": history, "train_time": time.perf_counter() - t0,
-            "images_per_s": total * B / max(1e-9, time.perf_counter() - t0),
+                          "optimizer": opt.state_dict(),
+                          "rng": {"batches": g.get_state(), "dropout": g_drop.get_state()}})
+    wall = time.perf_counter() - t0
+    return {"metrics": dict(history[-1]), "history": history, "convergence": of_history(history),
+            "train_time": wall, "images_per_s": total * B / max(1e-9, wall),
             "precision": _autocast(device, cfg.precision)[1], "setup_time": setup_time,
-            "eval_time": eval_time, "feature_cache_layers": entry.get("start", 0), "fast_path": fast}
+            "eval_time": eval_time, "feature_cache_layers": entry.get("start", 0),
+            "feature_cache_check": getattr(batches, "check", None), "fast_path": fast,
+            "threads": torch.get_num_threads() if device.type == "cpu" else None}
