@@ -72,8 +72,9 @@ def test_one_complete_record_per_network(done):
         # What came out: final metrics and the per-epoch history.
         m = rec["metrics"]
         assert 0 <= m["val_top1"] <= 1 and m["val_loss"] > 0 and "val_top5" not in m  # 3 classes
-        assert [h["epoch"] for h in rec["history"]] == [1]
-        assert {"train_loss", "val_loss", "val_top1", "lr", "time"} <= set(rec["history"][0])
+        # train.evals_per_epoch=2: evaluated after half the epoch's steps and at its end.
+        assert [h["epoch"] for h in rec["history"]] == [0.5, 1.0]
+        assert {"step", "train_loss", "val_loss", "val_top1", "lr", "time"} <= set(rec["history"][0])
         assert rec["history"][-1]["val_top1"] == m["val_top1"]
         # The weights, intact and loadable as tensors only.
         model = root / "cells" / c.key / "model.pt"
@@ -204,3 +205,46 @@ def test_module_cli_from_another_working_directory(tmp_path):
     assert len(pd.read_csv(root / "cells.csv")) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no outputs/ or .hydra litter
     assert "3 trained, 0 skipped, 0 failed" in proc.stdout
+
+
+# --------------------------------------------------------------------------- provenance
+
+def test_records_carry_their_classes_and_the_sha256_of_their_source(done):
+    _, root, _ = done
+    splits = json.loads((root / "splits.json").read_text())["splits"]["0"]
+    recs = {p.parent.name: json.loads(p.read_text()) for p in (root / "cells").glob("*/record.json")}
+    base_sha = {t: recs[f"random0_s0_base{t}"]["model_sha256"] for t in "AB"}
+    for key, rec in recs.items():
+        assert rec["classes"] == splits[rec["target"]]["indices"], key
+        assert rec["val_images"] == 6 * len(rec["classes"])
+        if rec["treatment"] == "base":
+            assert rec["source_sha256"] is None
+        else:  # the very bytes its first n layers were copied from
+            assert rec["source_sha256"] == base_sha[rec["source"]], key
+        assert rec["convergence"]["plateau"] is None and "criterion" in rec["convergence"]  # 1 evaluation
+
+
+def test_splits_json_accumulates_every_split_seed(tmp_path):
+    for ss in (0, 1):
+        rc, out, err = run(*TINY, f"split.seed={ss}", "dry_run=true", f"results_dir={tmp_path}")
+        assert rc == 0, err
+    splits = json.loads((tmp_path / SWEEP / "splits.json").read_text())["splits"]
+    assert sorted(splits) == ["0", "1"]
+    for ss in (0, 1):
+        assert splits[str(ss)]["A"]["indices"] == list(make_split("random", 6, ss).A)
+
+
+def test_the_resolved_device_and_precision_are_part_of_the_recipe(done, tmp_path):
+    results, root, _ = done
+    meta = json.loads((root / "sweep.json").read_text())
+    assert meta["config"]["resolved"] == {"device": "cpu", "precision": "fp32", "threads": 1}
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    # As if the folder had been trained on a GPU (precision=auto: bf16 there).
+    meta["config"]["resolved"] = {"device": "cuda", "precision": "bf16", "threads": None}
+    (copy / SWEEP / "sweep.json").write_text(json.dumps(meta))
+    before = snapshot(copy / SWEEP)
+    rc, out, err = run(*ARGS, f"results_dir={copy}")
+    assert rc == 2
+    assert "trained on cuda in bf16" in err and "this run would train on cpu in fp32" in err
+    assert "name=" in err and snapshot(copy / SWEEP) == before

@@ -125,7 +125,8 @@ def _choice(cfg: DictConfig, key: str, allowed: Iterable) -> None:
     allowed = list(allowed)
     value = OmegaConf.select(cfg, key)
     if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}")
+        shown = [str(a).lower() if isinstance(a, bool) else str(a) for a in allowed]
+        raise ConfigError(f"{key}={value!r} is not valid; allowed: {', '.join(shown)}")
 
 
 def _positive(cfg: DictConfig, key: str, zero_ok: bool = False) -> None:
@@ -173,6 +174,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"train.epochs and train.batch_size must be integers, got {t.epochs!r}, {t.batch_size!r}")
     _choice(cfg, "train.schedule", ["cosine", "step", "constant"])
     _choice(cfg, "train.precision", ["auto", "fp32", "bf16", "fp16"])
+    _choice(cfg, "train.feature_cache", ["auto", True, False, "force"])
+    for key in ("evals_per_epoch", "threads"):
+        value = t.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"train.{key}={value!r} is not valid; expected an integer >= 1")
     if cfg.name is not None and (not re.fullmatch(r"[A-Za-z0-9._=+-]+", str(cfg.name)) or str(cfg.name) in (".", "..")):
         raise ConfigError(
             f"name={cfg.name!r} is not a valid sweep folder name; use letters, digits and . _ = + -"

@@ -5,10 +5,13 @@ Training saves a checkpoint at the end of every epoch; a cell that was killed re
 and ends with exactly the weights of a run that was never interrupted."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import platform
 import socket
 import subprocess
+import threading
 import time
 import traceback
 import zlib
@@ -33,6 +36,7 @@ class SweepContext:
         self.store = store
         self.device = resolve_device(cfg.device)
         self._tasks: dict = {}
+        self._lock = threading.Lock()  # networks may train side by side in threads (executors)
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -44,10 +48,11 @@ class SweepContext:
 
     def task(self, name: str, split_seed: int) -> Task:
         key = (name, split_seed)
-        if key not in self._tasks:
-            classes = list(self.split(split_seed).task(name))
-            self._tasks[key] = task_view(self.dataset, name, classes)
-        return self._tasks[key]
+        with self._lock:
+            if key not in self._tasks:
+                classes = list(self.split(split_seed).task(name))
+                self._tasks[key] = task_view(self.dataset, name, classes)
+            return self._tasks[key]
 
 
 def _seed_for(cell: Cell, purpose: str) -> int:
@@ -55,17 +60,34 @@ def _seed_for(cell: Cell, purpose: str) -> int:
     return (cell.seed * 1_000_003 + zlib.crc32(f"{cell.key}/{purpose}".encode())) % 2**31
 
 
-def build_cell_model(ctx: SweepContext, cell: Cell):
-    """The network of a cell before training, with its first n layers set up."""
+def load_source(ctx: SweepContext, cell: Cell) -> tuple[dict, str] | None:
+    """The weights of the base a cell copies from and the SHA-256 of the very bytes they were
+    read from (None for bases and random-weights cells). Weights that differ from what the
+    base's record says it wrote are refused."""
+    base = cell.base_dependency
+    if base is None:
+        return None
+    data = ctx.store.model_path(base.key).read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    want = (ctx.store.read_record(base.key) or {}).get("model_sha256")
+    if want is not None and want != sha:
+        raise RuntimeError(f"the weights of {base.name} ({ctx.store.model_path(base.key)}) are not the ones its "
+                           f"record lists (sha256 {sha[:12]}... instead of {want[:12]}...)")
+    return load_state(io.BytesIO(data)), sha
+
+
+def build_cell_model(ctx: SweepContext, cell: Cell, source: dict | None = None):
+    """The network of a cell before training, with its first n layers set up (``source``: the
+    base's weights, read from the store when not given)."""
     cfg = ctx.cfg
     target = ctx.task(cell.target, cell.split_seed)
     g = torch.Generator().manual_seed(_seed_for(cell, "init"))
     model = build_model(cfg.model, target.num_classes, generator=g)
     base = cell.base_dependency
     if base is not None:
-        source = build_model(cfg.model, ctx.task(base.target, cell.split_seed).num_classes)
-        source.load_state_dict(load_state(ctx.store.model_path(base.key)))
-        copy_layers(model, source, cell.n)
+        net = build_model(cfg.model, ctx.task(base.target, cell.split_seed).num_classes)
+        net.load_state_dict(source if source is not None else load_source(ctx, cell)[0])
+        copy_layers(model, net, cell.n)
         # Layers n+1..L keep the fresh init drawn above: the same initialiser as a new base.
     freeze_layers(model, cell.frozen_layers)
     return model
@@ -118,9 +140,11 @@ def load_checkpoint(store: SweepStore, cell: Cell) -> dict | None:
         return None
 
 
-def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None) -> dict:
+def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None, should_stop=None) -> dict:
     """Train a cell and write its record (status done, or failed with the reason). The caller
-    holds the cell's lock (store.lock): no one else writes into its folder meanwhile."""
+    holds the cell's lock (store.lock): no one else writes into its folder meanwhile. When
+    ``should_stop()`` says so, training raises train.Interrupted and no record is written (the
+    last epoch's checkpoint resumes it)."""
     cfg, store = ctx.cfg, ctx.store
     started = time.time()
     attempt = store.start_attempt(cell.key)
@@ -141,8 +165,10 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
     }
     try:
         target = ctx.task(cell.target, cell.split_seed)
-        record["target_classes"] = target.num_classes
-        model = build_cell_model(ctx, cell).to(ctx.device)
+        record.update(target_classes=target.num_classes, classes=list(target.classes), val_images=len(target.val))
+        source = load_source(ctx, cell)
+        record["source_sha256"] = source[1] if source else None
+        model = build_cell_model(ctx, cell, source[0] if source else None).to(ctx.device)
         batches = make_batches(target, ctx.dataset.mean, ctx.dataset.std, ctx.device,
                                cfg.train.batch_size, cfg.data.get("augment"))
         before = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.frozen_layers else None
@@ -152,7 +178,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
             record["resumed_from_epoch"] = int(resume["epoch"])
             log(f"resuming from the checkpoint of epoch {resume['epoch']}")
         result = train(model, batches, cfg.train, frozen_layers=cell.frozen_layers,
-                       seed=_seed_for(cell, "train"), log=log, state=resume,
+                       seed=_seed_for(cell, "train"), log=log, state=resume, should_stop=should_stop,
                        on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
         if before is not None:
             _check_frozen(model, before, cell.frozen_layers)

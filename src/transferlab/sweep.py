@@ -28,6 +28,20 @@ NON_DEFINING = ("name", "results_dir", "n", "seed", "treatments", "directions", 
                 "dry_run", "analyze", "save_checkpoints", "launcher")
 
 
+def resolved_arithmetic(cfg, device) -> dict:
+    """What the config leaves to the machine but the results depend on: the kind of device, the
+    precision (auto: bf16 on CUDA, fp32 on a CPU) and, on a CPU, the threads per network."""
+    from .train import resolve_precision
+
+    return {"device": device.type, "precision": resolve_precision(device, cfg.train.precision),
+            "threads": int(cfg.train.threads) if device.type == "cpu" else None}
+
+
+def _arithmetic_text(r: dict) -> str:
+    threads = f", {r['threads']} thread(s) per network" if r.get("threads") else ""
+    return f"on {r.get('device')} in {r.get('precision')}{threads}"
+
+
 def defining_config(cfg) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True)
     for k in NON_DEFINING:
@@ -49,7 +63,7 @@ def _diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
-def prepare(cfg) -> tuple[list[Cell], SweepStore]:
+def prepare(cfg, device) -> tuple[list[Cell], SweepStore]:
     """Validate everything and set up the sweep folder; no training yet."""
     validate(cfg)
     cells = plan(cfg)
@@ -57,12 +71,18 @@ def prepare(cfg) -> tuple[list[Cell], SweepStore]:
     check_writable(root)
     store = SweepStore(root)
     meta_path = root / "sweep.json"
-    defining = defining_config(cfg)
+    defining = {**defining_config(cfg), "resolved": resolved_arithmetic(cfg, device)}
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())["config"]
         except (ValueError, KeyError):
             old = None
+        if old is not None and old.get("resolved") != defining["resolved"]:
+            raise ConfigError(
+                f"{root} holds networks trained {_arithmetic_text(old.get('resolved') or {})}; this run would "
+                f"train {_arithmetic_text(defining['resolved'])}. Their arithmetic differs, so their records must "
+                f"not be mixed: run where the folder was trained (device=..., train.precision=..., train.threads=...), "
+                f"or choose another name=...")
         if old is not None and old != defining:
             changes = "; ".join(_diff(old, defining)[:8])
             raise ConfigError(
@@ -84,6 +104,18 @@ def splits_table(ctx, cells: list[Cell]) -> dict:
     if ctx.cfg.split.name == "dissimilar":  # the split was made: the dataset has two groups
         out["groups"] = {"A": ds.groups[0], "B": ds.groups[1]}
     return out
+
+
+def merge_splits(path, new: dict) -> dict:
+    """splits.json with the split seeds of earlier runs in the folder kept beside this run's."""
+    try:
+        old = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return new
+    if not isinstance(old, dict) or not isinstance(old.get("splits"), dict) or old.get("dataset") != new["dataset"]:
+        return new
+    merged = {**old["splits"], **new["splits"]}
+    return {**new, "splits": dict(sorted(merged.items(), key=lambda kv: int(kv[0])))}
 
 
 def check_input_size(cfg, ds) -> None:
@@ -146,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.dry_run:
             ctx.dataset.check()  # the files are there (or downloaded), before any training
         executor = make_executor(cfg)
-        cells, store = prepare(cfg)
-        atomic_write_json(store.root / "splits.json", splits)
+        cells, store = prepare(cfg, ctx.device)
+        atomic_write_json(store.root / "splits.json", merge_splits(store.root / "splits.json", splits))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -162,14 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        done = sum(store.is_done(c.key) for c in cells)
+        print(f"\ninterrupted: {done} of {len(cells)} networks finished; run the same command to resume",
+              file=sys.stderr, flush=True)
+        return 130
     if run_id is None:
         return 0  # submitted; running the same command again shows progress
     from . import analysis
 
-    table = analysis.write_table(store.root)
-    if cfg.analyze and table is not None:
-        for path in analysis.write_figures(store.root):
-            print(f"wrote {path}")
+    df = analysis.load(store.root)
+    if len(df):
+        analysis.write_table(store.root, df)
+        if cfg.analyze:
+            for path in analysis.write_figures(store.root, df=df):
+                print(f"wrote {path}")
+        print(analysis.console_summary(df))
     s = summarize(store, cells, run_id)
     for key, error in s["errors"].items():
         print(f"failed: {key}: {error}")
