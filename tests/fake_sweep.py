@@ -11,12 +11,12 @@ FT = ("selffer", "selffer_ft", "transfer", "transfer_ft")
 
 
 def write_record(root: Path, cell: Cell, history: list[float], num_layers: int = 4,
-                 target_classes: int = 5, status: str = "done") -> None:
+                 target_classes: int = 5, status: str = "done", val_images: int | None = None) -> None:
     """One record; ``history`` is the val_top1 of every evaluation, the last one final."""
     hist = [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "val_loss": 1.0, "val_top1": a}
             for i, a in enumerate(history)]
     rec = {"status": status, **cell.as_dict(), "num_layers": num_layers, "target_classes": target_classes,
-           "metrics": dict(hist[-1], epoch=len(hist)), "history": hist, "device": "cpu",
+           "metrics": dict(hist[-1], epoch=len(hist)), "history": hist, "device": "cpu", "val_images": val_images,
            "wall_time": 0.1, "train_time": 0.1, "images_per_s": 1000.0}
     atomic_write_json(SweepStore(root).record_path(cell.key), rec)
 

@@ -10,7 +10,6 @@ from fake_sweep import FT, accuracy, make_sweep
 from transferlab import analysis, reference
 from transferlab.cells import Cell
 
-T975_DOF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 
 
 def frame(rows, num_layers=4):
@@ -26,12 +25,21 @@ def frame(rows, num_layers=4):
 # --------------------------------------------------------------------------- the original study
 
 def test_table1_of_the_original_numbers_is_the_papers():
-    t = analysis.table1(reference.networks(), metric="best10")
+    t = analysis.paper_table1(reference.networks(), metric="best10")
     assert list(t.index) == ["1-7", "3-7", "5-7"]
     assert list(t.over_base_pp.round(1)) == [1.6, 1.8, 2.1]
     assert list(t.over_selffer_pp.round(1)) == [1.4, 1.4, 1.7]
     # Pooled networks: every AnB+ / BnB+ (AnA+ counts as BnB+) in the range, all 8 bases.
     assert list(t["AnB+"]) == [10, 7, 3] and list(t["BnB+"]) == [10, 8, 5] and set(t.base) == {8}
+
+
+def test_table1_of_the_original_numbers_paired_with_their_own_bases():
+    """Each AnB+ of the original study against its own base: a smaller boost than the pooled
+    one, and no BnB+ of the same replicate, target and n to pair with."""
+    t = analysis.table1(reference.networks(), metric="best10")
+    assert list(t.over_base_pp.round(2)) == [0.95, 1.15, 1.16]
+    assert list(t.replicates) == [2, 2, 1] and list(t["AnB+"]) == [10, 7, 3]
+    assert (t.pairs == 0).all() and t.over_selffer_pp.isna().all()
 
 
 def test_reference_networks_in_the_analysis_schema():
@@ -57,7 +65,9 @@ def test_decomposition_of_the_original_matches_the_papers_reading():
         assert d.loc[("co-adaptation", n), "mean_pp"] > d.loc[("specificity", n), "mean_pp"]
     for n in (6, 7):
         assert d.loc[("specificity", n), "mean_pp"] > d.loc[("co-adaptation", n), "mean_pp"]
-    assert d.loc[("transfer", 7), "replicates"] == 8 and d.loc[("co-adaptation", 7), "replicates"] == 4
+    # Four replicates (split seeds), each pooling its two directions.
+    assert d.loc[("transfer", 7), "replicates"] == 4 and d.loc[("transfer", 7), "networks"] == 8
+    assert d.loc[("co-adaptation", 7), "replicates"] == 4
 
 
 # --------------------------------------------------------------------------- hand computations
@@ -73,38 +83,39 @@ def test_table1_matches_a_hand_computation():
     ])
     t = analysis.table1(df)
     assert list(t.index) == ["1-3", "3-3"]                   # L = 4: ranges 1..3 and 3..3; 5..3 is empty
-    assert t.loc["1-3", "over_base_pp"] == pytest.approx(6.0)      # mean(.58,.60,.62,.64) - mean(.50,.60)
-    assert t.loc["3-3", "over_base_pp"] == pytest.approx(8.0)      # mean(.62,.64) - .55
-    assert t.loc["1-3", "over_selffer_pp"] == pytest.approx(6.0)   # .61 - mean(.54,.56)
-    assert t.loc["3-3", "over_selffer_pp"] == pytest.approx(7.0)   # .63 - .56
-    assert list(t["AnB+"]) == [4, 2] and list(t.base) == [2, 2]
-    assert math.isnan(t.loc["3-3", "over_selffer_ci_pp"])          # a single BnB+: no interval
-    from scipy import stats
-
-    ci = stats.ttest_ind([.58, .60, .62, .64], [.50, .60], equal_var=False).confidence_interval()
-    assert t.loc["1-3", "over_base_ci_pp"] == pytest.approx(100 * (ci.high - ci.low) / 2)
+    # Each AnB+ minus its own base (B: -2, 0, +4; A: +12), one replicate: no interval.
+    assert t.loc["1-3", "over_base_pp"] == pytest.approx(3.5)
+    assert t.loc["3-3", "over_base_pp"] == pytest.approx(8.0)
+    # Only (B, n=3) has both an AnB+ and a BnB+: .64 - .56.
+    assert t.loc["1-3", "over_selffer_pp"] == pytest.approx(8.0) and t.loc["1-3", "pairs"] == 1
+    assert list(t["AnB+"]) == [4, 2] and list(t.replicates) == [1, 1]
+    assert t.over_base_ci_pp.isna().all() and t.over_selffer_ci_pp.isna().all()
+    # The paper's own pooled computation of the same networks.
+    p = analysis.paper_table1(df, metric="final")
+    assert p.loc["1-3", "over_base_pp"] == pytest.approx(6.0)      # mean(.58,.60,.62,.64) - mean(.50,.60)
+    assert p.loc["3-3", "over_selffer_pp"] == pytest.approx(7.0)   # .63 - .56
 
 
 def test_decomposition_pairs_networks_within_replicates():
-    rows = [  # replicate (split seed, target): base, BnB, AnB at n = 1
+    rows = [  # replicate (split seed) x target: base, BnB, AnB at n = 1
         ("base", "B", 0, 0, 0, .60), ("selffer", "B", 1, 0, 0, .58), ("transfer", "B", 1, 0, 0, .57),
         ("base", "B", 0, 1, 0, .62), ("selffer", "B", 1, 1, 0, .58), ("transfer", "B", 1, 1, 0, .55),
         ("base", "A", 0, 0, 0, .58), ("selffer", "A", 1, 0, 0, .52), ("transfer", "A", 1, 0, 0, .51),
-        ("base", "A", 0, 1, 0, .61), ("transfer", "A", 1, 1, 0, .60),   # no BnB in this replicate
+        ("base", "A", 0, 1, 0, .61), ("transfer", "A", 1, 1, 0, .60),   # no BnA in this target
         ("selffer", "B", 2, 0, 0, .50),                                    # a lone n = 2
         ("selffer", "B", 3, 5, 0, .50),                                    # its base is missing
     ]
     d = analysis.decomposition(frame(rows)).set_index(["effect", "n"])
     co, spec, total = d.loc[("co-adaptation", 1)], d.loc[("specificity", 1)], d.loc[("transfer", 1)]
-    # co-adaptation: .02, .04, .06 -> mean 4 pp, sd 2 pp
-    assert co.replicates == 3 and co.mean_pp == pytest.approx(4.0)
-    half = T975_DOF2 * 2.0 / math.sqrt(3)
-    assert (co.ci_low_pp, co.ci_high_pp) == (pytest.approx(4.0 - half), pytest.approx(4.0 + half))
-    # specificity: .01, .03, .01 -> mean 5/3 pp, sd sqrt(4/3) pp
-    assert spec.replicates == 3 and spec.mean_pp == pytest.approx(5 / 3)
-    assert spec.ci_high_pp - spec.mean_pp == pytest.approx(T975_DOF2 * math.sqrt(4 / 3) / math.sqrt(3))
-    # whole gap: .03, .07, .07, .01 (the replicate without BnB counts here)
-    assert total.replicates == 4 and total.mean_pp == pytest.approx(4.5)
+    # co-adaptation: split seed 0: (.02 + .06) / 2, split seed 1: .04 -> 4 pp in both
+    assert co.replicates == 2 and co.networks == 3 and co.mean_pp == pytest.approx(4.0)
+    assert co.ci_low_pp == pytest.approx(4.0) and co.ci_high_pp == pytest.approx(4.0)
+    # specificity: (.01 + .01) / 2 and .03 -> mean 2 pp, sd sqrt(2) pp
+    t975_dof1 = 12.706204736174707
+    assert spec.replicates == 2 and spec.mean_pp == pytest.approx(2.0)
+    assert spec.ci_high_pp - spec.mean_pp == pytest.approx(t975_dof1 * math.sqrt(2) / math.sqrt(2))
+    # whole gap: (.03 + .07) / 2 and (.07 + .01) / 2 (the target without BnA counts here)
+    assert total.replicates == 2 and total.networks == 4 and total.mean_pp == pytest.approx(4.5)
     lone = d.loc[("co-adaptation", 2)]
     assert lone.replicates == 1 and lone.mean_pp == pytest.approx(10.0) and math.isnan(lone.ci_low_pp)
     assert ("co-adaptation", 3) not in d.index
@@ -204,7 +215,7 @@ def test_decomposition_figure_has_errorbars(tmp_path):
 # --------------------------------------------------------------------------- files and CLI
 
 def test_cli_writes_figures_tables_and_report(tmp_path, capsys):
-    r = make_sweep(tmp_path / "rand", treatments=FT + ("random",))
+    r = make_sweep(tmp_path / "rand", treatments=FT + ("random",), epochs=10)  # best10 needs 10 evaluations
     assert analysis.main([str(r)]) == 0
     for name in ("cells.csv", "report.md", "figures/figure2.png", "figures/figure2.pdf", "figures/figure3.png",
                  "figures/decomposition.png", "figures/table1.csv", "figures/decomposition.csv",
@@ -216,7 +227,7 @@ def test_cli_writes_figures_tables_and_report(tmp_path, capsys):
     t1 = pd.read_csv(r / "figures/table1.csv", index_col=0)
     assert list(t1.index) == ["1-3", "3-3"]
 
-    d = make_sweep(tmp_path / "dis", split="dissimilar", treatments=("transfer",))
+    d = make_sweep(tmp_path / "dis", split="dissimilar", treatments=("transfer",), epochs=10)
     assert analysis.main([str(r), str(d), "--metric", "best10", "--overlay-original"]) == 0
     out = tmp_path / "rand+dis"
     assert (out / "report-best10.md").is_file() and (out / "figures/figure3-best10.png").is_file()
@@ -224,10 +235,11 @@ def test_cli_writes_figures_tables_and_report(tmp_path, capsys):
     assert analysis.main([str(tmp_path / "nope")]) == 2
     assert "not a sweep folder" in capsys.readouterr().err
 
-    # The original study's own numbers through the same pipeline.
+    # The original study's own numbers through the same pipeline: paired, and the paper's column.
     assert analysis.main(["--original", "--out", str(tmp_path / "orig")]) == 0
     t1 = pd.read_csv(tmp_path / "orig/figures/table1-best10.csv", index_col=0)
-    assert list(t1.over_base_pp.round(1)) == [1.6, 1.8, 2.1]
+    assert list(t1.over_base_pp.round(2)) == [0.95, 1.15, 1.16]
+    assert "1.6 / 1.4" in (tmp_path / "orig/report-best10.md").read_text()
 
 
 def test_report_says_what_is_not_there(tmp_path):

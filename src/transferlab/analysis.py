@@ -16,13 +16,17 @@ In a notebook:
     analysis.table1(reference.networks(), metric="best10")   # the original study's numbers
 
 Conventions:
-- Footnote 3 of the paper: networks trained toward task A are the same treatment as those
-  toward B, relabelled (AnA is counted as BnB, BnA as AnB), so every function pools both
-  directions. The ``label`` column already carries the pooled name (BnB, BnB+, AnB, AnB+).
-- A replicate is one (sweep, split, split seed, training seed, target task): the unit over
-  which paired differences (a network minus its own base) and confidence intervals are taken.
+- Every network is compared with its own base: the base of the same sweep, split, split seed,
+  training seed and target task. Footnote 3 of the paper: networks trained toward task A are
+  the same treatment as those toward B, relabelled (AnA is counted as BnB, BnA as AnB), so
+  with both directions trained the tables pool them, and the base column pools baseA and baseB;
+  with one direction the base is that target's base alone.
+- A replicate is one (sweep, split, split seed, training seed): the unit of every interval
+  (``transferlab.stats``). Differences are paired within a replicate and averaged there; the
+  interval is Student's t over replicates. With one replicate the tables say there is none.
 - ``metric``: "final" (accuracy at the last evaluation) or "best10" (mean of the 10 best
-  validation evaluations of the run, the measure of the original plots).
+  validation evaluations of the run, the measure of the original plots; it selects on
+  validation data and is refused for networks with fewer than 10 evaluations).
 """
 from __future__ import annotations
 
@@ -37,18 +41,22 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # no pyplot: no global backend state, inline notebooks unaffected
 
+from . import convergence, stats
+from .stats import REPLICATE
 from .store import SweepStore, atomic_write_bytes
 
 COLUMNS = ["sweep", "key", "name", "label", "treatment", "source", "target", "n", "finetune", "frozen_layers",
-           "split", "split_seed", "seed", "num_layers", "target_classes", "val_top1", "val_top5", "val_loss",
-           "best10_top1", "evaluations", "train_loss", "epochs", "wall_time", "train_time", "images_per_s",
-           "device"]
+           "split", "split_seed", "seed", "num_layers", "target_classes", "val_images", "val_top1", "val_top5",
+           "val_loss", "best10_top1", "evaluations", "late_gain_pp", "plateau", "train_loss", "epochs",
+           "wall_time", "train_time", "images_per_s", "device"]
 METRICS = {"final": "val_top1", "best10": "best10_top1"}
 METRIC_TEXT = {"val_top1": "top-1 accuracy (final evaluation)",
                "best10_top1": "top-1 accuracy (mean of 10 best evaluations)"}
-REPLICATE = ["sweep", "split", "split_seed", "seed", "target"]
+BEST_K = {"best10_top1": 10}
+OWN_BASE = REPLICATE + ["target"]   # a network's own base: same replicate, same target task
 TASK_NAMES = {"dissimilar": {"A": "man-made", "B": "natural"}}  # data/splits.py: A = man-made
 FIG2 = ["base", "BnB", "BnB+", "AnB", "AnB+"]
+LABELS = ["BnB", "BnB+", "AnB", "AnB+", "random"]
 
 # The paper's markers and colours (Figure 2 caption, section 4.2): base white circles, BnB
 # dark blue dots, BnB+ light blue, AnB dark red diamonds, AnB+ light red diamonds, dissimilar
@@ -69,23 +77,28 @@ ORIGINAL = "Yosinski et al. 2014 (ImageNet)"
 # --------------------------------------------------------------------------- records -> frame
 
 def records_frame(records: list[dict], sweep: str = "") -> pd.DataFrame:
-    """One row per finished record; ``best10_top1`` averages the 10 best of all evaluations."""
+    """One row per finished record; ``best10_top1`` averages the 10 best of all evaluations;
+    ``late_gain_pp`` and ``plateau`` are the record's convergence (transferlab.convergence)."""
     rows = []
     for r in records:
         if r.get("status") != "done":
             continue
         m = r["metrics"]
-        evals = [h["val_top1"] for h in r.get("history", []) if h.get("val_top1") is not None]
+        history = r.get("history", [])
+        evals = [h["val_top1"] for h in history if h.get("val_top1") is not None]
+        conv = r.get("convergence") or convergence.of_history(history)
         rows.append({
             **{k: r.get(k) for k in ("key", "name", "label", "treatment", "source", "target", "n",
                                      "finetune", "frozen_layers", "split", "split_seed", "seed", "num_layers",
-                                     "target_classes", "wall_time", "train_time", "images_per_s", "device")},
+                                     "target_classes", "val_images", "wall_time", "train_time", "images_per_s",
+                                     "device")},
             "sweep": sweep, "val_top1": m.get("val_top1"), "val_top5": m.get("val_top5"),
             "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"), "epochs": m.get("epoch"),
             "best10_top1": float(np.mean(sorted(evals)[-10:])) if evals else np.nan, "evaluations": len(evals),
+            "late_gain_pp": conv["gain_pp"], "plateau": conv["plateau"],
         })
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("val_top1", "val_top5", "best10_top1", "num_layers"):
+    for col in ("val_top1", "val_top5", "best10_top1", "num_layers", "late_gain_pp"):
         df[col] = pd.to_numeric(df[col]).astype(float)
     return df.sort_values(["sweep", "split", "split_seed", "seed", "target", "n", "treatment"]).reset_index(drop=True)
 
@@ -117,12 +130,22 @@ def metric_column(metric: str) -> str:
 
 
 def _acc(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The rows that have the metric, with it copied to column ``acc``."""
+    """The rows that have the metric, with it copied to column ``acc``. A best-k metric needs k
+    evaluations per network (else it averages early evaluations in): refused otherwise."""
     col = metric_column(metric)
     if len(df) and df[col].isna().all():
         hint = " (the original study published only mean-of-10-best accuracies: use metric='best10')" \
             if col == "val_top1" and "best10_top1" in df and df.best10_top1.notna().any() else ""
         raise ValueError(f"no network has a {col} value{hint}")
+    k = BEST_K.get(col)
+    if k and "evaluations" in df:
+        few = df[df.evaluations.notna() & (df.evaluations < k)]
+        if len(few):
+            raise ValueError(
+                f"metric best{k} averages the {k} best validation evaluations of a network, but {len(few)} "
+                f"network(s) have fewer than {k} evaluations (as few as {int(few.evaluations.min())}): it would "
+                f"average early, unfinished evaluations in. Train with more evaluations "
+                f"(train.evals_per_epoch=2, or more train.epochs) or use the final metric")
     d = df[df[col].notna()].copy()
     d["acc"] = d[col].astype(float)
     return d
@@ -144,49 +167,27 @@ def _depth(df: pd.DataFrame) -> int:
     return int(df.n.max()) + 1
 
 
-# --------------------------------------------------------------------------- statistics
-
-def _t_quantile(q: float, dof: float) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(q, dof))
-
-
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval (NaN with fewer than 2 values)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return np.nan, np.nan
-    if len(v) < 2:
-        return float(v.mean()), np.nan
-    se = v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), _t_quantile(0.5 + confidence / 2, len(v) - 1) * float(se)
+def directions(df: pd.DataFrame) -> list[str]:
+    """The target tasks the networks were trained toward (a base that only served as a source,
+    baseA in a directions=[B] sweep, is not one); every target when there are only bases."""
+    cells = df[df.treatment != "base"]
+    return sorted((cells if len(cells) else df).target.dropna().unique())
 
 
-def diff_ci(a, b, confidence: float = 0.95) -> tuple[float, float]:
-    """mean(a) - mean(b) and the half-width of Welch's t interval (independent samples)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) == 0 or len(b) == 0:
-        return np.nan, np.nan
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, np.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
-        return diff, 0.0
-    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return diff, _t_quantile(0.5 + confidence / 2, dof) * float(np.sqrt(va + vb))
+def own_bases(df: pd.DataFrame) -> pd.DataFrame:
+    """The bases the other networks are compared with: those of the trained directions."""
+    return df[(df.treatment == "base") & df.target.isin(directions(df))]
 
 
 # --------------------------------------------------------------------------- tables
 
 def summary(df: pd.DataFrame, metric: str = "final", split: str | None = None) -> pd.DataFrame:
-    """Mean accuracy per treatment (rows) and n (columns) of one split; the base sits at n = 0."""
+    """Mean accuracy per treatment (rows) and n (columns) of one split; n = 0 is the mean of
+    the own bases (the target's base; baseA and baseB pooled when both directions were trained)."""
     d, _ = _pick_split(_acc(df, metric), split)
     rows = {}
-    base = d[d.treatment == "base"].acc.mean()
-    for label in ["BnB", "BnB+", "AnB", "AnB+", "random"]:
+    base = own_bases(d).acc.mean()
+    for label in LABELS:
         sub = d[d.label == label]
         if len(sub):
             rows[label] = {0: base, **sub.groupby("n").acc.mean().to_dict()}
@@ -200,22 +201,76 @@ def relative(df: pd.DataFrame, metric: str = "final") -> pd.DataFrame:
     (same sweep, split, split seed, training seed and target task). Networks whose base is
     missing are left out."""
     d = _acc(df, metric)
-    base = d[d.treatment == "base"].groupby(REPLICATE, dropna=False).acc.mean().rename("base_acc")
-    out = d[d.treatment != "base"].join(base, on=REPLICATE)
+    base = d[d.treatment == "base"].groupby(OWN_BASE, dropna=False).acc.mean().rename("base_acc")
+    out = d[d.treatment != "base"].join(base, on=OWN_BASE)
     out["rel"] = out.acc - out.base_acc
     return out[out.rel.notna()]
 
 
+def _pp(table: pd.DataFrame) -> pd.DataFrame:
+    """stats.over_replicates columns (mean, half, low, high) in percentage points, renamed."""
+    out = table.rename(columns={"mean": "mean_pp", "half": "ci_pp", "low": "ci_low_pp", "high": "ci_high_pp"})
+    for c in ("mean_pp", "ci_pp", "ci_low_pp", "ci_high_pp"):
+        out[c] = 100 * out[c].astype(float)
+    return out
+
+
+def effects(df: pd.DataFrame, metric: str = "final", split: str | None = None,
+            confidence: float = 0.95) -> pd.DataFrame:
+    """Each treatment at each n minus its own base, in percentage points: the mean over
+    replicates of each replicate's mean difference, with a t interval over replicates."""
+    d, _ = _pick_split(df, split)
+    rel = relative(d, metric)
+    rel = rel[rel.label.isin(LABELS)].assign(diff=lambda r: r.rel)
+    out = _pp(stats.over_replicates(rel, ["label", "n"], confidence=confidence))
+    order = {lab: i for i, lab in enumerate(LABELS)}
+    return out.sort_values(["label", "n"], key=lambda c: c.map(order) if c.name == "label" else c).reset_index(drop=True)
+
+
 def table1(df: pd.DataFrame, metric: str = "final", split: str | None = None,
            starts: tuple[int, ...] = (1, 3, 5), confidence: float = 0.95) -> pd.DataFrame:
-    """Table 1: mean boost of AnB+ over baseB and over BnB+, for layers start..L-1.
+    """Table 1: mean boost of AnB+ over its own base and over the BnB+ of the same replicate, for
+    layers start..L-1, in percentage points.
 
-    As in the paper: pool every AnB+ network with n in the range and subtract the mean of all
-    base networks of the split (baseA and baseB: footnote 3), resp. the mean of every BnB+
-    network in the same range. On the original study's numbers this gives the paper's
-    1.6/1.4, 1.8/1.4 and 2.1/1.7 points. Values are percentage points; the ``ci`` columns are
-    half-widths of Welch's t interval, which treats the pooled networks as independent.
+    over base: every AnB+ network with n in the range minus its own base, averaged within its
+    replicate. over BnB+ (the paper's control for "transfer helps", since a BnB+ gets the same
+    extra training): AnB+ minus the BnB+ of the same replicate, target and n, averaged within
+    the replicate. Means and t intervals over replicates (``ci`` = half-width; NaN with one
+    replicate). ``paper_table1`` computes the paper's own pooled version.
     """
+    d, _ = _pick_split(_acc(df, metric), split)
+    L = _depth(d) if len(d) else 0
+    rel = relative(d, metric)
+    ft = d[d.label == "AnB+"].set_index(OWN_BASE + ["n"]).acc
+    self_ft = d[d.label == "BnB+"].groupby(OWN_BASE + ["n"]).acc.mean()
+    pairs = (ft - self_ft.reindex(ft.index)).rename("diff").dropna().reset_index()
+    rows = []
+    for lo in starts:
+        if lo > L - 1:
+            continue
+        over_base = stats.over_replicates(rel[(rel.label == "AnB+") & rel.n.between(lo, L - 1)].assign(diff=lambda r: r.rel), [])
+        over_self = stats.over_replicates(pairs[pairs.n.between(lo, L - 1)], [])
+        b = over_base.iloc[0] if len(over_base) else None
+        s = over_self.iloc[0] if len(over_self) else None
+        rows.append({"layers": f"{lo}-{L - 1}",
+                     "replicates": int(b.replicates) if b is not None else 0,
+                     "AnB+": int(b.networks) if b is not None else 0,
+                     "over_base_pp": 100 * b["mean"] if b is not None else np.nan,
+                     "over_base_ci_pp": 100 * b.half if b is not None else np.nan,
+                     "selffer_replicates": int(s.replicates) if s is not None else 0,
+                     "pairs": int(s.networks) if s is not None else 0,
+                     "over_selffer_pp": 100 * s["mean"] if s is not None else np.nan,
+                     "over_selffer_ci_pp": 100 * s.half if s is not None else np.nan})
+    cols = ["layers", "replicates", "AnB+", "over_base_pp", "over_base_ci_pp", "selffer_replicates", "pairs",
+            "over_selffer_pp", "over_selffer_ci_pp"]
+    return pd.DataFrame(rows, columns=cols).set_index("layers")
+
+
+def paper_table1(df: pd.DataFrame, metric: str = "best10", split: str | None = "random",
+                 starts: tuple[int, ...] = (1, 3, 5)) -> pd.DataFrame:
+    """Table 1 as the paper computed it: the mean of every AnB+ network with n in the range
+    minus the mean of all base networks of the split (resp. of every BnB+ in the range), with no
+    pairing and no interval. On the original study's numbers: 1.6/1.4, 1.8/1.4, 2.1/1.7 points."""
     d, _ = _pick_split(_acc(df, metric), split)
     L = _depth(d) if len(d) else 0
     base = d[d.treatment == "base"].acc
@@ -225,14 +280,11 @@ def table1(df: pd.DataFrame, metric: str = "final", split: str | None = None,
             continue
         in_range = d.n.between(lo, L - 1)
         ft, self_ft = d[in_range & (d.label == "AnB+")].acc, d[in_range & (d.label == "BnB+")].acc
-        over_base, over_base_ci = diff_ci(ft, base, confidence)
-        over_self, over_self_ci = diff_ci(ft, self_ft, confidence)
         rows.append({"layers": f"{lo}-{L - 1}", "AnB+": len(ft), "BnB+": len(self_ft), "base": len(base),
-                     "over_base_pp": 100 * over_base, "over_base_ci_pp": 100 * over_base_ci,
-                     "over_selffer_pp": 100 * over_self, "over_selffer_ci_pp": 100 * over_self_ci})
-    cols = ["layers", "AnB+", "BnB+", "base", "over_base_pp", "over_base_ci_pp", "over_selffer_pp",
-            "over_selffer_ci_pp"]
-    return pd.DataFrame(rows, columns=cols).set_index("layers")
+                     "over_base_pp": 100 * (ft.mean() - base.mean()),
+                     "over_selffer_pp": 100 * (ft.mean() - self_ft.mean())})
+    return pd.DataFrame(rows, columns=["layers", "AnB+", "BnB+", "base", "over_base_pp",
+                                       "over_selffer_pp"]).set_index("layers")
 
 
 EFFECTS = {"co-adaptation": "base − BnB: fragile co-adapted features lost when layers n+1.. are retrained",
@@ -245,28 +297,86 @@ def decomposition(df: pd.DataFrame, metric: str = "final", split: str | None = N
     """The drop of frozen transfer per n, split in two (paper section 4.1, interpretation 4):
     co-adaptation loss (base − BnB) and specificity loss (BnB − AnB), plus their sum (base − AnB).
 
-    Differences are paired within a replicate (a BnB against the base and the AnB of the same
-    split seed, training seed and target task); ``mean_pp`` is their mean over replicates and
-    ``ci_low_pp``/``ci_high_pp`` the Student-t interval, in percentage points.
+    Each difference is paired within a target of a replicate (a BnB against the base and the AnB
+    of the same split seed, training seed and target task), averaged over the replicate's
+    targets; ``mean_pp`` is the mean over replicates and ``ci_low_pp``/``ci_high_pp`` the t
+    interval, in percentage points.
     """
     d, _ = _pick_split(_acc(df, metric), split)
-    cols = ["effect", "n", "replicates", "mean_pp", "ci_low_pp", "ci_high_pp"]
+    cols = ["effect", "n", "replicates", "networks", "mean_pp", "ci_pp", "ci_low_pp", "ci_high_pp"]
     frozen = d[d.label.isin(["BnB", "AnB"])]
     if frozen.empty:
         return pd.DataFrame(columns=cols)
-    wide = frozen.pivot_table(index=REPLICATE + ["n"], columns="label", values="acc", aggfunc="mean")
+    wide = frozen.pivot_table(index=OWN_BASE + ["n"], columns="label", values="acc", aggfunc="mean")
     wide = wide.reindex(columns=["BnB", "AnB"])
-    base = d[d.treatment == "base"].groupby(REPLICATE).acc.mean().rename("base")
-    wide = wide.join(base, on=REPLICATE)
+    base = d[d.treatment == "base"].groupby(OWN_BASE).acc.mean().rename("base")
+    wide = wide.join(base, on=OWN_BASE)
     losses = {"co-adaptation": wide.base - wide.BnB, "specificity": wide.BnB - wide.AnB,
               "transfer": wide.base - wide.AnB}
-    rows = []
-    for effect, loss in losses.items():
-        for n, v in loss.dropna().groupby(level="n"):
-            mean, half = mean_ci(v.values, confidence)
-            rows.append({"effect": effect, "n": int(n), "replicates": len(v), "mean_pp": 100 * mean,
-                         "ci_low_pp": 100 * (mean - half), "ci_high_pp": 100 * (mean + half)})
-    return pd.DataFrame(rows, columns=cols)
+    parts = [loss.rename("diff").dropna().reset_index().assign(effect=effect) for effect, loss in losses.items()]
+    out = _pp(stats.over_replicates(pd.concat(parts), ["effect", "n"], confidence=confidence))
+    order = {e: i for i, e in enumerate(EFFECTS)}
+    out = out.sort_values(["effect", "n"], key=lambda c: c.map(order) if c.name == "effect" else c)
+    return out[cols].reset_index(drop=True)
+
+
+def caveats(df: pd.DataFrame, metric: str = "final", confidence: float = 0.95) -> list[str]:
+    """What a reviewer would object to, in words: bases that had not stopped learning, and
+    selffers that beat their own base by more than the interval (or, with one replicate, by
+    more than the validation set's 95% sampling error of a difference), with what that means
+    given whether the bases reached a plateau."""
+    out = []
+    d = _acc(df, metric)
+    bases = own_bases(d)
+    rising = bases[bases.plateau.eq(False)]
+    if len(rising):
+        worst = rising.sort_values("late_gain_pp").iloc[-1]
+        out.append(
+            f"{len(rising)} of {len(bases)} base network(s) had not reached a plateau: they gained up to "
+            f"{worst.late_gain_pp:.1f} points over the last 25% of training ({worst['name']}, split seed "
+            f"{worst.split_seed}, seed {worst.seed}; criterion: {convergence.CRITERION}). The bases look "
+            f"under-trained, which lets selffers and fine-tuned cells beat them for free: raise train.epochs.")
+    unknown = bases[bases.plateau.isna() & (bases.evaluations < 3)]
+    if len(unknown):
+        out.append(f"{len(unknown)} base network(s) have fewer than 3 evaluations: whether they converged "
+                   f"cannot be judged (train.evals_per_epoch or more train.epochs).")
+    for split in sorted(d.split.dropna().unique()):
+        eff = effects(d, metric, split, confidence)
+        split_bases = bases[bases.split == split]
+        converged = len(split_bases) and split_bases.plateau.eq(True).all()
+        for label in ("BnB", "BnB+"):
+            e = eff[eff.label == label]
+            if e.empty:
+                continue
+            if e.replicates.max() > 1:
+                ahead, by = e[e.ci_low_pp > 0], f"the {confidence:.0%} interval over replicates excludes 0"
+            else:
+                noise = _sampling_error_pp(d[d.split == split])
+                if noise is None:
+                    continue
+                ahead = e[e.mean_pp > noise]
+                by = (f"1 replicate, so no interval: more than {noise:.1f} points, the 95% sampling error of a "
+                      f"difference of two accuracies on these validation images")
+            if ahead.empty:
+                continue
+            ns = ", ".join(f"n={int(r.n)}: {stats.pm(r.mean_pp, r.ci_pp, 1)}" for r in ahead.itertuples())
+            why = ("The bases reached a plateau by the criterion above, so it is not their last epochs that are "
+                   "missing: a selffer trains on top of layers its base already trained, more training in total, "
+                   "and here that finds better solutions than the base did. Read the transfer effects against "
+                   "the selffers of the same n (AnB against BnB, AnB+ against BnB+ in Table 1), not against "
+                   "the base." if converged else
+                   "A selffer's lower layers were already trained once, so this should not happen against a "
+                   "converged base: the bases look under-trained (raise train.epochs).")
+            out.append(f"{label} beats its own base ({split} split; {ns} points; {by}). {why}")
+    return out
+
+
+def _sampling_error_pp(d: pd.DataFrame) -> float | None:
+    """95% sampling error of a difference of two accuracies on a validation set (binomial)."""
+    if "val_images" not in d or d.val_images.isna().all():
+        return None
+    p, n = d.acc.mean(), d.val_images.dropna().min()
+    return 100 * 1.96 * float(np.sqrt(2 * p * (1 - p) / n))
 
 
 # --------------------------------------------------------------------------- figures
@@ -322,6 +432,7 @@ def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
     study's means are drawn dashed on a right axis of the same scale, aligned at the base."""
     d, split = _pick_split(_acc(df, metric), split)
     d = d[d.label.isin(FIG2)]
+    d = pd.concat([own_bases(d), d[d.treatment != "base"]])  # baseA of a directions=[B] sweep is no base here
     fig = Figure(figsize=(7.5, 8.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1.25, 1])
     for lab in FIG2:
@@ -330,6 +441,7 @@ def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
             _points(top, sub.n + OFFSETS[lab], sub.acc, lab, label=f"{STYLE[lab]['label']} ({len(sub)})", gid=lab)
     base = d[d.treatment == "base"].acc.mean()
     means = summary(d, metric) if len(d) else pd.DataFrame()
+    dirs = directions(d)
     for lab in means.index:
         row = means.loc[lab].dropna()
         _line(bottom, row.index, row.values, lab, label=STYLE[lab]["label"], gid=lab)
@@ -368,7 +480,8 @@ def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
     bottom.set_xticks(ns)
     bottom.set_xlabel("layer n at which the network is chopped and retrained")
     top.set_title(title or f"Figure 2 ({split} split): every network", fontsize=11)
-    bottom.set_title("means per treatment (both directions pooled, footnote 3)", fontsize=9)
+    bottom.set_title("means per treatment (both directions pooled, footnote 3)" if len(dirs) > 1 else
+                     f"means per treatment (target {''.join(dirs)}; base = base{''.join(dirs)})", fontsize=9)
     return fig
 
 
@@ -406,7 +519,7 @@ def figure3(df: pd.DataFrame, metric: str = "final", overlay_original: bool = Fa
                   label=f"target {name} ({target}): base{target}, then {'B' if target == 'A' else 'A'}n{target}")
         r = d[d.split == "random"]
         if r.label.eq("AnB").any():
-            means = _curve(r[r.treatment == "base"].acc.mean(), r[r.label == "AnB"])
+            means = _curve(own_bases(r).acc.mean(), r[r.label == "AnB"])
             ln = _line(tl, means.index, means.values, "AnB", gid="random-split:AnB",
                        label="random split: AnB means (Figure 2)")
             ln.set(lw=0.9, alpha=0.7, ms=4)
@@ -417,7 +530,7 @@ def figure3(df: pd.DataFrame, metric: str = "final", overlay_original: bool = Fa
 
     rw = d[d.label == "random"]
     if len(rw):
-        b = d[d.treatment == "base"].merge(rw[REPLICATE].drop_duplicates(), on=REPLICATE)  # their own bases
+        b = d[d.treatment == "base"].merge(rw[OWN_BASE].drop_duplicates(), on=OWN_BASE)  # their own bases
         _points(tr, np.zeros(len(b)), b.acc, "base", label="own base")
         _points(tr, rw.n, rw.acc, "random", size=30, alpha=0.8)
         means = _curve(b.acc.mean(), rw)
@@ -471,7 +584,7 @@ def decomposition_figure(df: pd.DataFrame, metric: str = "final", split: str | N
         if e.empty:
             continue
         st = STYLE[style]
-        err = np.vstack([e.mean_pp - e.ci_low_pp, e.ci_high_pp - e.mean_pp])
+        err = np.nan_to_num(np.vstack([e.ci_pp, e.ci_pp]))  # no bar where one replicate gives no interval
         color = "0.45" if effect == "transfer" else st["edge"]
         ax.errorbar(e.n + dx, e.mean_pp, yerr=err, color=color, marker=st["marker"], ms=6, capsize=3,
                     mfc=st["face"], mec=color, lw=1.0 if effect == "transfer" else 1.6,
@@ -486,7 +599,9 @@ def decomposition_figure(df: pd.DataFrame, metric: str = "final", split: str | N
         ax.legend(fontsize=8)
     else:
         _empty(ax, "no BnB / AnB networks with their base")
-    ax.set_title(title or f"Decomposition ({split} split), {int(confidence * 100)}% CIs over replicates", fontsize=10)
+    k = int(dec.replicates.max()) if len(dec) else 0
+    what = f"{confidence:.0%} t intervals over {k} replicates" if k > 1 else stats.NO_INTERVAL
+    ax.set_title(title or f"Decomposition ({split} split), {what}", fontsize=10)
     return fig
 
 
@@ -503,20 +618,32 @@ def markdown_table(table: pd.DataFrame, digits: int = 3, index: str = "treatment
     return "\n".join(lines)
 
 
+def effects_table(eff: pd.DataFrame) -> pd.DataFrame:
+    """effects() as one row per treatment and one column per n: "+1.23 ± 0.45" points."""
+    if eff.empty:
+        return pd.DataFrame()
+    cells = eff.assign(v=[stats.pm(m, h) for m, h in zip(eff.mean_pp, eff.ci_pp)])
+    wide = cells.pivot(index="label", columns="n", values="v")
+    return wide.reindex([lab for lab in LABELS if lab in wide.index]).fillna("")
+
+
+def caption(metric: str, replicates=None, confidence: float = 0.95) -> str:
+    """What every saved table says under it: its accuracy metric and what its ± means."""
+    text = f"Accuracy: {_ylabel(metric)}."
+    return text if replicates is None else f"{text} {stats.interval_note(replicates, confidence)}"
+
+
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix[1:], dpi=130)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _pm(v, ci) -> str:
-    return "" if pd.isna(v) else (f"{v:+.2f}" + ("" if pd.isna(ci) else f" ± {ci:.2f}"))
-
-
-def write_table(root) -> Path | None:
-    """Write cells.csv (one row per finished cell); returns its path, or None if no cell is done."""
+def write_table(root, df: pd.DataFrame | None = None) -> Path | None:
+    """Write cells.csv (one row per finished cell; ``df``: load(root), when already loaded);
+    returns its path, or None if no cell is done."""
     root = Path(root)
-    df = load(root)
+    df = load(root) if df is None else df
     if df.empty:
         return None
     path = root / "cells.csv"
@@ -524,10 +651,11 @@ def write_table(root) -> Path | None:
     return path
 
 
-def write_figures(root, metric: str = "final", overlay_original: bool = False) -> list[Path]:
+def write_figures(root, metric: str = "final", overlay_original: bool = False,
+                  df: pd.DataFrame | None = None) -> list[Path]:
     """Draw every figure and table of a sweep folder and its report.md; returns the files written."""
     root = Path(root)
-    return write_report(load(root), root, metric, overlay_original, title=root.name)
+    return write_report(load(root) if df is None else df, root, metric, overlay_original, title=root.name)
 
 
 def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original: bool = False,
@@ -552,21 +680,41 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
         atomic_write_bytes(figdir / f"{stem}{sfx}.csv", table.to_csv(float_format="%.4f").encode())
         atomic_write_bytes(figdir / f"{stem}{sfx}.md", (md + "\n").encode())
         written.extend([figdir / f"{stem}{sfx}.csv", figdir / f"{stem}{sfx}.md"])
+        return md
 
     splits = sorted(d.split.dropna().unique(), key=lambda s: (s != "random", s))
     main_split = splits[0] if splits else None
+    dm = d[d.split == main_split]
     counts = d.groupby(["split", "label"]).size().unstack(fill_value=0)
+    reps = dm.groupby(REPLICATE).ngroups
+    dirs = directions(dm)
+    pooled = ("both directions pooled (footnote 3 of the paper: AnA counts as BnB, BnA as AnB; the base "
+              "pools baseA and baseB)" if len(dirs) > 1 else
+              f"target task {''.join(dirs)} only (every network against base{''.join(dirs)} of its replicate)")
     rep = [f"# {title or 'transferlab'}: analysis", "",
-           f"{len(d)} networks from {', '.join(sorted(d.sweep.unique()))}; accuracy: {_ylabel(metric)}. "
-           "Both directions are pooled (footnote 3 of the paper): AnA counts as BnB, BnA as AnB.", "",
+           f"{len(d)} networks from {', '.join(sorted(d.sweep.unique()))}. Accuracy: {_ylabel(metric)}. "
+           f"{main_split} split: {reps} replicate(s) (split seed x training seed), {pooled}.", "",
            markdown_table(counts, digits=0, index="split", prefix=""), ""]
+    notes = caveats(d, metric)
+    if notes:
+        rep += ["## Caveats", "", *[f"- {w}" for w in notes], ""]
 
     rep += ["## Figure 2: transferability by layer", "",
             f"![Figure 2]({save_fig(figure2(d, metric, main_split, overlay_original, f'Figure 2: {title} ({main_split} split)'), 'figure2')})", "",
             "Top: every network (base at n = 0; BnB, BnB+, AnB, AnB+ shifted left/right). Bottom: means. "
             "The gap between base and BnB is lost co-adaptation; between BnB and AnB, features too specific "
-            "to task A; AnB+ above base means transfer followed by fine-tuning generalises better."
+            "to task A; AnB+ above BnB+ means transfer followed by fine-tuning generalises better than the same "
+            "training without the transfer."
             + (" Dashed: the original study's means on the right axis, same scale, aligned at its base." if overlay_original else ""), ""]
+
+    eff = effects(d, metric, main_split)
+    rep += [f"## Each treatment minus its own base ({main_split} split), points", ""]
+    if len(eff):
+        md = markdown_table(effects_table(eff), index="treatment") + "\n\n" + caption(metric, eff.replicates)
+        save_table(eff.set_index(["label", "n"]), "effects", md)
+        rep += [md, ""]
+    else:
+        rep += ["Not computed: no network with its own base.", ""]
 
     has_dis = d[(d.split == "dissimilar")].label.eq("AnB").any()
     has_rw = d.label.eq("random").any()
@@ -575,8 +723,7 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
         rep += [f"![Figure 3]({save_fig(figure3(d, metric, overlay_original), 'figure3')})", "",
                 "Top left: frozen transfer between the man-made and the natural task, one line per target task. "
                 "Top right: the first n layers left random and frozen. Bottom: each network minus its own base, "
-                "so the three experiments compare: the gap grows faster for dissimilar tasks, and random "
-                "filters fall below transferred ones." + (" Dashed: the original study." if overlay_original else ""), ""]
+                "so the three experiments compare." + (" Dashed: the original study." if overlay_original else ""), ""]
     else:
         rep += ["Not drawn: these sweeps have neither a dissimilar split nor random-weights networks "
                 "(run `split=dissimilar`, or add `random` to `treatments`).", ""]
@@ -586,36 +733,37 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
     if t1["AnB+"].sum():
         from . import reference
 
-        paper = table1(reference.networks(), "best10", "random")
+        paper = paper_table1(reference.networks())
         paper.index = [int(s.split("-")[0]) for s in paper.index]
         starts = [int(s.split("-")[0]) for s in t1.index]
         shown = pd.DataFrame({
+            "replicates": t1.replicates.values,
             "AnB+ nets": t1["AnB+"].values,
-            "over baseB (pp)": [_pm(v, c) for v, c in zip(t1.over_base_pp, t1.over_base_ci_pp)],
-            "over BnB+ (pp)": [_pm(v, c) for v, c in zip(t1.over_selffer_pp, t1.over_selffer_ci_pp)],
-            "paper, same start to n=7: over baseB / BnB+": [f"{paper.over_base_pp.get(s, np.nan):.1f} / {paper.over_selffer_pp.get(s, np.nan):.1f}"
-                                         if s in paper.index else "" for s in starts]}, index=t1.index)
-        save_table(t1, "table1", markdown_table(shown, index="layers", prefix=""))
-        rep += [markdown_table(shown, index="layers", prefix=""), "",
-                "Every AnB+ network with n in the range is pooled and the mean of all base networks "
-                "(resp. of all BnB+ networks in the range) subtracted, as in the paper. ± is the half-width "
-                "of a 95% Welch interval treating networks as independent. The paper's column is recomputed "
-                "from the original study's per-network accuracies (ImageNet, layers 1-7, 3-7, 5-7).", ""]
+            "over own base (pp)": [stats.pm(v, c) for v, c in zip(t1.over_base_pp, t1.over_base_ci_pp)],
+            "over BnB+ (pp)": [stats.pm(v, c) for v, c in zip(t1.over_selffer_pp, t1.over_selffer_ci_pp)],
+            "paper, same start to n=7: over base / BnB+": [
+                f"{paper.over_base_pp.get(s, np.nan):.1f} / {paper.over_selffer_pp.get(s, np.nan):.1f}"
+                if s in paper.index else "" for s in starts]}, index=t1.index)
+        md = (markdown_table(shown, index="layers", prefix="") + "\n\n" + caption(metric, t1.replicates)
+              + " Over own base: each AnB+ network minus its own base; over BnB+: minus the BnB+ of the same "
+              "replicate, target and n (the paper's control: a BnB+ gets the same extra training). The paper's "
+              "column is its own pooled computation (all AnB+ minus all bases, no pairing, no interval) on the "
+              "original study's per-network accuracies (ImageNet, mean of 10 best evaluations).")
+        save_table(t1, "table1", md)
+        rep += [md, ""]
     else:
         rep += ["Not computed: no fine-tuned transfer (AnB+) networks.", ""]
 
     dec = decomposition(d, metric, main_split)
     rep += [f"## Decomposition: co-adaptation vs. specificity ({main_split} split)", ""]
     if len(dec):
-        wide = dec.assign(v=[f"{m:.2f} [{lo:.2f}, {hi:.2f}] ({k})" for m, lo, hi, k in
-                             zip(dec.mean_pp, dec.ci_low_pp, dec.ci_high_pp, dec.replicates)])
+        wide = dec.assign(v=[stats.pm(m, h) for m, h in zip(dec.mean_pp, dec.ci_pp)])
         wide = wide.pivot(index="effect", columns="n", values="v").reindex([e for e in EFFECTS if e in set(dec.effect)])
-        save_table(dec.set_index(["effect", "n"]), "decomposition", markdown_table(wide, index="loss (pp)"))
-        rep += [f"![decomposition]({save_fig(decomposition_figure(d, metric, main_split), 'decomposition')})", "",
-                markdown_table(wide, index="loss (pp)"), "",
-                "Mean loss in percentage points [95% t-interval] (replicates): each BnB is paired with the base "
-                "and the AnB of its own replicate (split seed x training seed x target task). "
-                + " ".join(f"{k}: {v}." for k, v in EFFECTS.items()), ""]
+        md = (markdown_table(wide.fillna(""), index="loss (pp)") + "\n\n" + caption(metric, dec.replicates)
+              + " Each BnB is paired with the base and the AnB of its own replicate and target. "
+              + " ".join(f"{k}: {v}." for k, v in EFFECTS.items()))
+        save_table(dec.set_index(["effect", "n"]), "decomposition", md)
+        rep += [f"![decomposition]({save_fig(decomposition_figure(d, metric, main_split), 'decomposition')})", "", md, ""]
     else:
         rep += ["Not computed: no frozen selffer (BnB) or transfer (AnB) networks.", ""]
 
@@ -623,8 +771,10 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
     for s in splits:
         table = summary(d, metric, s)
         stem = "summary" if s == main_split else f"summary-{s}"
-        save_table(table, stem, markdown_table(table))
-        rep += [f"{s} split (n = 0 is the base):", "", markdown_table(table), ""]
+        md = (markdown_table(table) + "\n\n" + caption(metric) + " Means over networks; n = 0 is the mean of "
+              "the own bases. No interval here: the paired differences with their intervals are above.")
+        save_table(table, stem, md)
+        rep += [f"{s} split (n = 0 is the base):", "", md, ""]
 
     path = out / f"report{sfx}.md"
     atomic_write_bytes(path, "\n".join(rep).encode())
@@ -638,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweeps", nargs="*", help="sweep folders, e.g. results/synthetic-random results/synthetic-dissimilar")
     p.add_argument("--metric", choices=list(METRICS), default="final",
                    help="final: accuracy at the last evaluation; best10: mean of the 10 best evaluations "
-                        "(the original plots' measure)")
+                        "(the original plots' measure; needs 10 evaluations per network)")
     p.add_argument("--overlay-original", action="store_true",
                    help="draw the original study's results (shipped reference data) on Figures 2 and 3")
     p.add_argument("--original", action="store_true",
@@ -674,8 +824,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out / 'cells.csv'}")
     for path in write_report(df, out, metric, overlay, title=out.name):
         print(f"wrote {path}")
-    print(markdown_table(summary(df, metric)))
+    print(console_summary(df, metric))
     return 0
+
+
+def console_summary(df: pd.DataFrame, metric: str = "final") -> str:
+    """What a sweep and the CLI print at the end: each treatment minus its own base with its
+    interval (or the words saying there is none), and the caveats."""
+    eff = effects(df, metric)
+    _, split = _pick_split(df, None)
+    lines = [f"{split} split, each treatment minus its own base (points; {_ylabel(metric)}):",
+             markdown_table(effects_table(eff)) if len(eff) else "(no network with its own base)",
+             stats.interval_note(eff.replicates) if len(eff) else ""]
+    lines += [f"caveat: {w}" for w in caveats(df, metric)]
+    return "\n".join(line for line in lines if line)
 
 
 if __name__ == "__main__":

@@ -77,4 +77,7 @@ def networks() -> pd.DataFrame:
     out["frozen_layers"] = np.where(out.finetune | (out.treatment == "base"), 0, out.n)
     out["key"] = [f"{s}{ss}_{nm}" for s, ss, nm in zip(out.split, out.split_seed, out.name)]
     out["target_classes"] = [CLASSES.get((s, t)) for s, t in zip(out.split, out.target)]
+    out["val_images"] = [50 * c if c else None for c in out.target_classes]  # ILSVRC2012: 50 a class
+    # Learning curves were not published with the accuracies: convergence is unknown here.
+    out["evaluations"], out["late_gain_pp"], out["plateau"] = np.nan, np.nan, None
     return out
