@@ -108,7 +108,8 @@ def test_sweep_runs_as_two_job_arrays_and_matches_in_process(cluster, tmp_path, 
         array = bases_id if rec["treatment"] == "base" else cells_id
         assert rec["slurm"]["array_job_id"] == array and rec["attempt"] == 1 and rec["launcher"] == "slurm"
         task = sub["keys"][array].index(rec["key"])
-        assert "[1/" in (root / "slurm" / f"{array}_{task}_0_log.out").read_text()
+        log = (root / "slurm" / f"{array}_{task}_0_log.out").read_text()
+        assert f"] {rec['name']} ({rec['key']}): val top1" in log  # its own task trained it
     ref = in_process("data.train_per_class=16", "train.epochs=2", "n=1,2", "treatments=[selffer,transfer]")
     assert_same_results(ref, root)
 

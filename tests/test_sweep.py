@@ -248,3 +248,19 @@ def test_the_resolved_device_and_precision_are_part_of_the_recipe(done, tmp_path
     assert rc == 2
     assert "trained on cuda in bf16" in err and "this run would train on cpu in fp32" in err
     assert "name=" in err and snapshot(copy / SWEEP) == before
+
+
+def test_records_say_whether_the_code_differs_from_its_commit(tmp_path):
+    from transferlab.runner import git_commit, git_dirty
+
+    assert git_commit(str(tmp_path)) is None and git_dirty(str(tmp_path)) is None   # not a checkout
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    assert len(git_commit(str(tmp_path))) == 40 and git_dirty(str(tmp_path)) is False
+    (tmp_path / "notes.txt").write_text("untracked files do not count")
+    assert git_dirty(str(tmp_path)) is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_dirty(str(tmp_path)) is True

@@ -48,7 +48,7 @@ from .store import SweepStore, atomic_write_bytes
 COLUMNS = ["sweep", "key", "name", "label", "treatment", "source", "target", "n", "finetune", "frozen_layers",
            "split", "split_seed", "seed", "num_layers", "target_classes", "val_images", "val_top1", "val_top5",
            "val_loss", "best10_top1", "evaluations", "late_gain_pp", "plateau", "train_loss", "epochs",
-           "wall_time", "train_time", "images_per_s", "device"]
+           "wall_time", "train_time", "images_per_s", "device", "history"]
 METRICS = {"final": "val_top1", "best10": "best10_top1"}
 METRIC_TEXT = {"val_top1": "top-1 accuracy (final evaluation)",
                "best10_top1": "top-1 accuracy (mean of 10 best evaluations)"}
@@ -95,7 +95,7 @@ def records_frame(records: list[dict], sweep: str = "") -> pd.DataFrame:
             "sweep": sweep, "val_top1": m.get("val_top1"), "val_top5": m.get("val_top5"),
             "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"), "epochs": m.get("epoch"),
             "best10_top1": float(np.mean(sorted(evals)[-10:])) if evals else np.nan, "evaluations": len(evals),
-            "late_gain_pp": conv["gain_pp"], "plateau": conv["plateau"],
+            "late_gain_pp": conv["gain_pp"], "plateau": conv["plateau"], "history": history,
         })
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("val_top1", "val_top5", "best10_top1", "num_layers", "late_gain_pp"):
@@ -105,7 +105,8 @@ def records_frame(records: list[dict], sweep: str = "") -> pd.DataFrame:
 
 def load(*roots) -> pd.DataFrame:
     """One row per finished cell of one or several sweep folders (e.g. a random-split and a
-    dissimilar-split sweep); the ``sweep`` column tells them apart."""
+    dissimilar-split sweep); the ``sweep`` column tells them apart, ``history`` holds each
+    network's evaluations (``history_frame`` makes them a long table)."""
     if not roots:
         raise TypeError("load() needs at least one sweep folder")
     paths = [Path(r) for r in roots]
@@ -118,6 +119,19 @@ def load(*roots) -> pd.DataFrame:
     frames = [records_frame(SweepStore(p).records(), sweep=nm) for p, nm in zip(paths, names)]
     full = [f for f in frames if len(f)]
     return pd.concat(full, ignore_index=True) if full else frames[0]
+
+
+HISTORY = ["epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "time"]
+
+
+def history_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The learning curves of ``df``'s networks, one row per evaluation (long format): the
+    network's identifying columns, then epoch (fractional with several evaluations per
+    epoch), step and the metrics logged at that point."""
+    ids = ["sweep", "key", "name", "label", "split", "split_seed", "seed", "target", "n"]
+    rows = [{**{k: r[k] for k in ids}, **{k: h.get(k) for k in HISTORY}}
+            for r in df.to_dict("records") if isinstance(r.get("history"), list) for h in r["history"]]
+    return pd.DataFrame(rows, columns=ids + HISTORY)
 
 
 def metric_column(metric: str) -> str:
@@ -485,6 +499,59 @@ def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
     return fig
 
 
+def has_curves(df: pd.DataFrame) -> bool:
+    """Whether any network of ``df`` comes with its evaluations (the original study's do not)."""
+    return "history" in df and any(isinstance(h, list) and h for h in df.history)
+
+
+def learning_curves(df: pd.DataFrame, split: str | None = None, title: str | None = None) -> Figure:
+    """The evidence behind "the bases converged": left, each own base's validation top-1 at
+    every evaluation, with the two windows of the plateau criterion shaded and its gain in the
+    legend; right, every other network's curve, coloured by treatment."""
+    d, split = _pick_split(df, split)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    bases = own_bases(d)
+    if not has_curves(bases):
+        _empty(left, "no base network with a learning curve")
+    for r in bases.itertuples():
+        h = pd.DataFrame(getattr(r, "history", None) or [])
+        if h.empty or "val_top1" not in h:
+            continue
+        h = h[h.val_top1.notna()]
+        gain = "" if pd.isna(r.late_gain_pp) else f": {r.late_gain_pp:+.1f} pts in the last 25%, " + \
+            ("plateau" if r.plateau else "still rising")
+        left.plot(h.epoch, h.val_top1, marker="o", ms=2.5, lw=1.2,
+                  label=f"{r.name} (split seed {r.split_seed}, seed {r.seed}){gain}")
+    if has_curves(bases):
+        end = max((h[-1]["epoch"] for h in bases.history if isinstance(h, list) and h), default=0)
+        for lo, hi in (convergence.EARLY, convergence.LATE):
+            left.axvspan(lo * end, hi * end, color="0.9", zorder=0)
+        left.legend(fontsize=7, loc="lower right")
+    left.set_title(f"bases ({split} split); shaded: the windows of the plateau criterion", fontsize=9)
+    others = d[d.treatment != "base"]
+    drawn = set()
+    for r in others.itertuples():
+        h = pd.DataFrame(getattr(r, "history", None) or [])
+        if h.empty or "val_top1" not in h or r.label not in STYLE:
+            continue
+        h = h[h.val_top1.notna()]
+        right.plot(h.epoch, h.val_top1, lw=0.8, alpha=0.6, color=STYLE[r.label]["edge"],
+                   label=None if r.label in drawn else STYLE[r.label]["label"])
+        drawn.add(r.label)
+    if drawn:
+        right.legend(fontsize=7, loc="lower right")
+    else:
+        _empty(right, "no other network")
+    right.set_title("every other network", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("validation top-1 accuracy")
+    fig.suptitle(title or f"Learning curves ({split} split)", fontsize=11)
+    return fig
+
+
 def _finish_panel(ax, metric: str) -> None:
     ax.legend(fontsize=7.5, loc="lower left")
     ax.set_ylabel(_ylabel(metric))
@@ -640,14 +707,16 @@ def _save(fig, path: Path) -> None:
 
 
 def write_table(root, df: pd.DataFrame | None = None) -> Path | None:
-    """Write cells.csv (one row per finished cell; ``df``: load(root), when already loaded);
-    returns its path, or None if no cell is done."""
+    """Write cells.csv (one row per finished cell; ``df``: load(root), when already loaded) and
+    history.csv (every evaluation of every network); returns cells.csv's path, or None if no
+    cell is done."""
     root = Path(root)
     df = load(root) if df is None else df
     if df.empty:
         return None
     path = root / "cells.csv"
-    atomic_write_bytes(path, df.to_csv(index=False).encode())
+    atomic_write_bytes(path, df.drop(columns="history", errors="ignore").to_csv(index=False).encode())
+    atomic_write_bytes(root / "history.csv", history_frame(df).to_csv(index=False).encode())
     return path
 
 
@@ -698,6 +767,18 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
     notes = caveats(d, metric)
     if notes:
         rep += ["## Caveats", "", *[f"- {w}" for w in notes], ""]
+
+    bases = own_bases(dm)
+    at_plateau = int(bases.plateau.eq(True).sum())
+    rep += ["## Convergence", ""]
+    if not has_curves(d):
+        rep += ["No learning curves: these networks come without their evaluations (the original study "
+                "published final accuracies only), so whether they converged is not known.", ""]
+    else:
+        rep += [f"![learning curves]({save_fig(learning_curves(d, main_split, f'Learning curves: {title} ({main_split} split)'), 'learning_curves')})", "",
+                f"{at_plateau} of {len(bases)} base network(s) at a plateau; {int(d.plateau.eq(True).sum())} of "
+                f"{len(d)} networks in all (criterion: {convergence.CRITERION}). Networks with fewer than 3 "
+                f"evaluations cannot be judged.", ""]
 
     rep += ["## Figure 2: transferability by layer", "",
             f"![Figure 2]({save_fig(figure2(d, metric, main_split, overlay_original, f'Figure 2: {title} ({main_split} split)'), 'figure2')})", "",
@@ -820,8 +901,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    atomic_write_bytes(out / "cells.csv", df.to_csv(index=False).encode())
-    print(f"wrote {out / 'cells.csv'}")
+    for path in (write_table(out, df), out / "history.csv"):
+        print(f"wrote {path}")
     for path in write_report(df, out, metric, overlay, title=out.name):
         print(f"wrote {path}")
     print(console_summary(df, metric))

@@ -104,13 +104,26 @@ def versions() -> dict:
             "pandas": pandas.__version__, "hydra": hydra.__version__}
 
 
-def git_commit() -> str | None:
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _git(where: str, *args: str) -> str | None:
     try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit(where: str = HERE) -> str | None:
+    """The commit of the source this runs from (None outside a git checkout, e.g. a wheel)."""
+    return _git(where, "rev-parse", "HEAD") or None
+
+
+def git_dirty(where: str = HERE) -> bool | None:
+    """Whether tracked files differ from that commit: then the commit alone does not name the code."""
+    status = _git(where, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None or git_commit(where) is None else bool(status)
 
 
 def device_name(device: torch.device) -> str:
@@ -157,7 +170,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
         "source_key": cell.base_dependency.key if cell.base_dependency else None,
         "num_layers": num_weight_layers(cfg.model),
         "device": str(ctx.device), "device_name": device_name(ctx.device),
-        "host": socket.gethostname(), "git_commit": git_commit(), "versions": versions(),
+        "host": socket.gethostname(), "git_commit": git_commit(), "git_dirty": git_dirty(), "versions": versions(),
         "launcher": cfg.launcher.name,
         "slurm": {k[6:].lower(): os.environ[k] for k in SLURM_VARS if k in os.environ},
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

@@ -18,7 +18,7 @@ from .models.dropout import Dropout
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or training collapsed to chance (convergence.collapse)."""
 
 
 DROPOUT_SEED = 0x5EED  # offset of a network's dropout stream from its batch stream
@@ -309,7 +309,7 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
     the run ends exactly as one that was never interrupted. ``should_stop()`` is asked after
     every step; when it says so, training raises ``Interrupted``.
     """
-    from .convergence import of_history
+    from .convergence import collapse, of_history
 
     device = batches.device
     set_threads(cfg, device)
@@ -387,6 +387,8 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
             history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
                             "train_top1": correct.item() / (since * B), "lr": lr,
                             "time": time.perf_counter() - t0, **metrics})
+            if (why := collapse(history, out.shape[1])) is not None:
+                raise TrainingDiverged(why)
             loss_sum.zero_()
             correct.zero_()
             since = 0
