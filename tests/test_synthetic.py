@@ -5,7 +5,7 @@ import torch
 
 from transferlab.data import synthetic
 
-S, K = 8, 5  # the default: 8 superclasses of 5 classes
+S, K = 8, 4  # the default: 8 superclasses of 4 classes
 
 
 def small(seed: int = 0, layout_seed: int | None = None, per_class: int = 40):
@@ -52,4 +52,4 @@ def test_learnable_but_not_trivial_in_pixel_space():
     xt, xv = xt.float().flatten(1) / 255, xv.float().flatten(1) / 255
     centroids = torch.stack([xt[yt == c].mean(0) for c in range(S * K)])
     acc = (torch.cdist(xv, centroids).argmin(1) == yv).float().mean().item()
-    assert 0.3 < acc < 0.9, acc  # chance is 1/40 = 0.025
+    assert 0.3 < acc < 0.9, acc  # chance is 1/32
