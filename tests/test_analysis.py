@@ -250,3 +250,36 @@ def test_report_says_what_is_not_there(tmp_path):
     assert r / "figures/figure3.png" not in files and r / "figures/table1.csv" not in files
     with pytest.raises(FileNotFoundError):
         analysis.load(tmp_path / "missing")
+
+
+def test_learning_curves_and_history_csv(tmp_path):
+    r = make_sweep(tmp_path / "rand", epochs=4)       # every curve rises 1 point per evaluation
+    df = analysis.load(r)
+    analysis.write_table(r, df)
+    hist = pd.read_csv(r / "history.csv")
+    assert len(hist) == 4 * len(df) and set(hist.key) == set(df.key)
+    one = hist[hist.key == df.key.iloc[0]]
+    assert list(one.epoch) == [1, 2, 3, 4] and one.val_top1.is_monotonic_increasing
+    assert "history" not in pd.read_csv(r / "cells.csv").columns
+    fig = analysis.learning_curves(df)
+    left, right = fig.axes[:2]
+    bases = df[df.treatment == "base"]                # both directions: every base is an own base
+    assert len(left.lines) == len(bases) == 4
+    assert all("+1.0 pts in the last 25%, still rising" in ln.get_label() for ln in left.lines)
+    assert len(right.lines) == len(df) - len(bases)
+    flat = analysis.learning_curves(analysis.load(make_sweep(tmp_path / "flat", epochs=4, split_seeds=(0,)))
+                                    .assign(history=lambda d: [[{**h, "val_top1": 0.5} for h in hs]
+                                                               for hs in d.history],
+                                            late_gain_pp=0.0, plateau=True))
+    assert all("plateau" in ln.get_label() for ln in flat.axes[0].lines)
+
+
+def test_report_has_a_convergence_section_or_says_why_not(tmp_path):
+    r = make_sweep(tmp_path / "rand")
+    analysis.write_figures(r)
+    report = (r / "report.md").read_text()
+    assert "## Convergence" in report and "figures/learning_curves.png" in report
+    assert "0 of 4 base network(s) at a plateau" in report
+    out = tmp_path / "orig"
+    analysis.write_report(reference.networks(), out, "best10")
+    assert "No learning curves" in (out / "report-best10.md").read_text()

@@ -24,7 +24,7 @@ def test_a_network_back_at_chance_after_learning_has_collapsed():
     h = curve((0.3, 1.6), (0.45, 1.5), (0.2, 2.0), (0.2, 1.63))
     why = collapse(h, 5)
     assert why.startswith("training collapsed in epoch 2: after reaching 45.0% val top-1")
-    assert "ln 5 = 1.609" in why and "train.lr" in why and "train.grad_clip" in why
+    assert "ln 5 = 1.609" in why and "its units died" in why
 
 
 @pytest.mark.parametrize("points", [
@@ -42,33 +42,58 @@ def test_two_classes():
     assert collapse(curve((0.6, 0.69), (0.7, 0.6), (0.5, 0.70), (0.5, 0.69)), 2) is None  # never 75%
 
 
-def test_a_collapsed_network_fails_with_the_reason_instead_of_reporting_chance(tmp_path, monkeypatch, capsys):
-    """After its fifth epoch baseB's first layer is killed (every ReLU of conv1 dead, for good:
-    no gradient flows through a dead ReLU). The trainer stops it two evaluations later and the
-    sweep records it as failed, with B1B, which needs it."""
-    args = ["n=1", "treatments=[selffer]", "data.num_superclasses=2", "data.classes_per_superclass=3",
-            "data.train_per_class=64", "data.val_per_class=16", "train.batch_size=16", "train.epochs=10",
-            "device=cpu", "analyze=false", f"results_dir={tmp_path}"]
-    real_train = runner.train
+ARGS = ["n=1", "treatments=[selffer,selffer_ft]", "data.num_superclasses=2", "data.classes_per_superclass=3",
+        "data.train_per_class=64", "data.val_per_class=16", "train.batch_size=16", "train.epochs=10",
+        "device=cpu", "analyze=false"]
 
-    def train_and_kill_after_epoch_5(model, batches, cfg, **kw):
-        if kw["seed"] != runner._seed_for(Cell("base", "B", 0, "random", 0, 0), "train"):
+
+def killing(victim: Cell, real_train):
+    """runner.train, but after its fifth epoch the victim's first layer dies for good: every
+    ReLU of conv1 off (no gradient flows through a dead ReLU; momentum cannot bring a bias of
+    -100 back)."""
+    def train(model, batches, cfg, **kw):
+        if kw["seed"] != runner._seed_for(victim, "train"):
             return real_train(model, batches, cfg, **kw)
         save = kw["on_epoch_end"]
 
         def kill(state):
-            if state["epoch"] == 5:  # momentum cannot bring a bias of -100 back
+            if state["epoch"] == 5:
                 conv1 = model.layers[0][0]
                 conv1.weight.data.zero_()
                 conv1.bias.data.fill_(-100.0)
             save(state)
         return real_train(model, batches, cfg, **{**kw, "on_epoch_end": kill})
+    return train
 
-    monkeypatch.setattr(runner, "train", train_and_kill_after_epoch_5)
-    assert sweep.main(args) == 1
+
+def test_a_collapsed_base_fails_with_every_cell_that_needs_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "train", killing(Cell("base", "B", 0, "random", 0, 0), runner.train))
+    assert sweep.main(ARGS + [f"results_dir={tmp_path}"]) == 1
     out = capsys.readouterr().out
     store = SweepStore(tmp_path / "synthetic-random")
     rec = store.read_record("random0_s0_baseB")
     assert rec["status"] == "failed" and "TrainingDiverged: training collapsed in epoch" in rec["error"]
+    assert "every cell would copy its dead units" in rec["error"]
     assert store.read_record("random0_s0_B1B")["error"].startswith("its base baseB failed: TrainingDiverged")
     assert "training collapsed" in out
+
+
+def test_a_collapsed_cell_is_recorded_stopped_and_left_out_of_the_tables(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "train", killing(Cell("selffer_ft", "B", 1, "random", 0, 0), runner.train))
+    assert sweep.main(ARGS + [f"results_dir={tmp_path}"]) == 0   # a result, not a failure to retry
+    out = capsys.readouterr().out
+    root = tmp_path / "synthetic-random"
+    rec = SweepStore(root).read_record("random0_s0_B1B+")
+    assert rec["status"] == "done" and rec["collapsed"].startswith("training collapsed in epoch")
+    assert "lower train.lr" in rec["collapsed"]
+    assert rec["history"][-1]["epoch"] < 10                      # stopped: training on brings nothing back
+    assert "COLLAPSED, left out of the tables" in out and "3 trained (1 collapsed)" in out
+    from transferlab import analysis
+
+    df = analysis.load(root)
+    assert "B1B+" in set(df.name)
+    assert "BnB+" not in analysis.summary(df).index             # no table shows the dead network
+    assert analysis.effects(df).label.tolist() == ["BnB"]
+    caveat = analysis.caveats(df)[0]
+    assert caveat.startswith("1 network(s) left out of every table and figure because their training collapsed")
+    assert "B1B+ (split seed 0, seed 0)" in caveat

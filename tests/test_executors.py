@@ -96,6 +96,7 @@ def test_local_workers_auto_is_cores_over_threads_on_a_cpu(monkeypatch):
     assert executors.local_workers(compose(["train.threads=16"]), cpu) == 1
     assert executors.local_workers(compose([]), cuda) == 1
     assert executors.local_workers(compose(["train.compile=true"]), cpu) == 1
+    assert executors.local_workers(compose([]), cpu, files=True) == 1    # DataLoader workers use the cores
     assert executors.local_workers(compose(["launcher.workers=3"]), cuda) == 3
     with pytest.raises(ConfigError, match="launcher.workers=0"):
         make_executor(compose(["launcher.workers=0"]))

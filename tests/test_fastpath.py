@@ -173,6 +173,23 @@ def test_reference_loop_and_flop_count(setup):
     assert full > frozen > 0
 
 
+def test_the_torch_nn_reference_network_computes_the_same_function(setup):
+    """The bench's "plain, torch.nn layers" side: nn.LocalResponseNorm, nn.Dropout and Caffe's
+    ReLU-then-pool order, with the same weights: the same function as ours."""
+    from transferlab.bench import torch_nn_network
+    from transferlab.models.lrn import LocalResponseNorm
+
+    cfg, _, task, _ = setup
+    model = build_model(cfg.model, task.num_classes).eval()
+    ref = torch_nn_network(model).eval()
+    kinds = {type(m) for m in ref.modules()}
+    assert nn.LocalResponseNorm in kinds and nn.Dropout in kinds and LocalResponseNorm not in kinds
+    first = [type(m) for m in ref.layers[0]]
+    assert first.index(nn.ReLU) < first.index(nn.MaxPool2d)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), model(x), rtol=1e-4, atol=1e-5)
+
 def test_compiled_graphs_are_reused_by_later_cells(setup):
     """A new cell (new module instance) of the same shapes reuses the graph; a new frozen
     prefix gets its own. (backend="eager": the caching is dynamo's, the backend is irrelevant.)"""

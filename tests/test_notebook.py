@@ -29,13 +29,13 @@ def test_notebook_draws_a_sweep(tmp_path):
     runs = [make_sweep(tmp_path / "rand", treatments=FT + ("random",)),
             make_sweep(tmp_path / "dis", split="dissimilar", treatments=("transfer",))]
     images, texts = run_notebook(tmp_path, runs)
-    assert len(images) == 3                       # Figure 2, Figure 3, the decomposition
+    assert len(images) == 4                       # learning curves, Figure 2, Figure 3, the decomposition
     assert "1-3" in texts and "3-3" in texts       # Table 1 of a 4-layer net
     assert "co-adaptation" in texts and "dissimilar" in texts
 
 
 def test_notebook_defaults_to_the_original_study(tmp_path):
     images, texts = run_notebook(tmp_path)
-    assert len(images) == 3
+    assert len(images) == 4                       # the learning curves panel says there are none
     assert "original study's networks" in texts
     assert "5-7" in texts and "2.1" in texts and "1.7" in texts

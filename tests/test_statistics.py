@@ -219,3 +219,14 @@ def test_one_replicate_selffer_caveat_weighs_sampling_error_and_knows_the_bases_
     assert "BnB beats its own base" in w and "n=2: +6.0" in w and "n=1" not in w
     assert "1 replicate, so no interval: more than 3.4 points" in w
     assert "reached a plateau" in w and "raise train.epochs" not in w
+
+
+def test_an_under_trained_source_base_is_a_caveat_too(tmp_path):
+    """directions=[B]: baseA is no one's own base, but every AnB copies from it."""
+    root = tmp_path / "r"
+    write_record(root, Cell("base", "A", 0, "random", 0, 0), [0.3, 0.5, 0.6, 0.7])   # still rising
+    write_record(root, Cell("base", "B", 0, "random", 0, 0), [0.8] * 4)
+    write_record(root, Cell("transfer", "B", 1, "random", 0, 0), [0.7] * 4)
+    caveats = analysis.caveats(analysis.load(root))
+    assert len(caveats) == 1 and caveats[0].startswith("1 of 2 base network(s) had not reached a plateau")
+    assert "(baseA, split seed 0, seed 0" in caveats[0]

@@ -48,7 +48,7 @@ from .store import SweepStore, atomic_write_bytes
 COLUMNS = ["sweep", "key", "name", "label", "treatment", "source", "target", "n", "finetune", "frozen_layers",
            "split", "split_seed", "seed", "num_layers", "target_classes", "val_images", "val_top1", "val_top5",
            "val_loss", "best10_top1", "evaluations", "late_gain_pp", "plateau", "train_loss", "epochs",
-           "wall_time", "train_time", "images_per_s", "device", "history"]
+           "wall_time", "train_time", "images_per_s", "device", "collapsed", "history"]
 METRICS = {"final": "val_top1", "best10": "best10_top1"}
 METRIC_TEXT = {"val_top1": "top-1 accuracy (final evaluation)",
                "best10_top1": "top-1 accuracy (mean of 10 best evaluations)"}
@@ -95,7 +95,8 @@ def records_frame(records: list[dict], sweep: str = "") -> pd.DataFrame:
             "sweep": sweep, "val_top1": m.get("val_top1"), "val_top5": m.get("val_top5"),
             "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"), "epochs": m.get("epoch"),
             "best10_top1": float(np.mean(sorted(evals)[-10:])) if evals else np.nan, "evaluations": len(evals),
-            "late_gain_pp": conv["gain_pp"], "plateau": conv["plateau"], "history": history,
+            "late_gain_pp": conv["gain_pp"], "plateau": conv["plateau"], "collapsed": r.get("collapsed"),
+            "history": history,
         })
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("val_top1", "val_top5", "best10_top1", "num_layers", "late_gain_pp"):
@@ -144,9 +145,12 @@ def metric_column(metric: str) -> str:
 
 
 def _acc(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The rows that have the metric, with it copied to column ``acc``. A best-k metric needs k
-    evaluations per network (else it averages early evaluations in): refused otherwise."""
+    """The rows that have the metric, with it copied to column ``acc``, less the networks whose
+    training collapsed. A best-k metric needs k evaluations per network (else it averages early
+    evaluations in): refused otherwise."""
     col = metric_column(metric)
+    if "collapsed" in df:  # a dead network measures its training, not its features (caveats() lists them)
+        df = df[df.collapsed.isna()]
     if len(df) and df[col].isna().all():
         hint = " (the original study published only mean-of-10-best accuracies: use metric='best10')" \
             if col == "val_top1" and "best10_top1" in df and df.best10_top1.notna().any() else ""
@@ -340,8 +344,13 @@ def caveats(df: pd.DataFrame, metric: str = "final", confidence: float = 0.95) -
     more than the validation set's 95% sampling error of a difference), with what that means
     given whether the bases reached a plateau."""
     out = []
+    if "collapsed" in df and df.collapsed.notna().any():
+        dead = df[df.collapsed.notna()]
+        out.append(f"{len(dead)} network(s) left out of every table and figure because their training collapsed: "
+                   + "; ".join(f"{r['name']} (split seed {r['split_seed']}, seed {r['seed']}): {r['collapsed']}"
+                               for r in dead.to_dict("records")))
     d = _acc(df, metric)
-    bases = own_bases(d)
+    bases = d[d.treatment == "base"]  # sources too: an under-trained baseA biases every AnB
     rising = bases[bases.plateau.eq(False)]
     if len(rising):
         worst = rising.sort_values("late_gain_pp").iloc[-1]
@@ -374,8 +383,8 @@ def caveats(df: pd.DataFrame, metric: str = "final", confidence: float = 0.95) -
             if ahead.empty:
                 continue
             ns = ", ".join(f"n={int(r.n)}: {stats.pm(r.mean_pp, r.ci_pp, 1)}" for r in ahead.itertuples())
-            why = ("The bases reached a plateau by the criterion above, so it is not their last epochs that are "
-                   "missing: a selffer trains on top of layers its base already trained, more training in total, "
+            why = (f"The bases reached a plateau (under {convergence.MIN_GAIN_PP:g} points gained over the last 25% "
+                   "of training), so it is not their last epochs that are missing: a selffer trains on top of layers its base already trained, more training in total, "
                    "and here that finds better solutions than the base did. Read the transfer effects against "
                    "the selffers of the same n (AnB against BnB, AnB+ against BnB+ in Table 1), not against "
                    "the base." if converged else
@@ -505,13 +514,13 @@ def has_curves(df: pd.DataFrame) -> bool:
 
 
 def learning_curves(df: pd.DataFrame, split: str | None = None, title: str | None = None) -> Figure:
-    """The evidence behind "the bases converged": left, each own base's validation top-1 at
-    every evaluation, with the two windows of the plateau criterion shaded and its gain in the
+    """The evidence behind "the bases converged": left, each base's validation top-1 at every
+    evaluation (the sources of the transfer cells too), with the two windows of the plateau criterion shaded and its gain in the
     legend; right, every other network's curve, coloured by treatment."""
     d, split = _pick_split(df, split)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
-    bases = own_bases(d)
+    bases = d[d.treatment == "base"]
     if not has_curves(bases):
         _empty(left, "no base network with a learning curve")
     for r in bases.itertuples():
@@ -768,7 +777,7 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
     if notes:
         rep += ["## Caveats", "", *[f"- {w}" for w in notes], ""]
 
-    bases = own_bases(dm)
+    bases = dm[dm.treatment == "base"]
     at_plateau = int(bases.plateau.eq(True).sum())
     rep += ["## Convergence", ""]
     if not has_curves(d):

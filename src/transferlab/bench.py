@@ -1,34 +1,34 @@
-"""Benchmark: how fast does our trainer train a sweep's cells on this device, against the plain
-PyTorch fine-tuning loop?
+"""Benchmark: how fast transferlab trains a sweep, measured side by side with the loops a user
+would write instead. Every number is a run; nothing is estimated.
 
-    python -m transferlab.bench                 # full run (~10 min on 2 CPU cores)
-    python -m transferlab.bench --quick         # ~2 min: one epoch per cell, no real sweep
-    python -m transferlab.bench --steps 124 --repeat 3 --out bench.json
+    python -m transferlab.bench                 # cells + the whole default sweep both ways (~15 min on 2 CPU cores)
+    python -m transferlab.bench --quick         # cells only, one epoch each (~2 min)
+    python -m transferlab.bench --repeat 3 --out bench.json
 
-For the default network (16x16 synthetic data, no augmentation) and the CIFAR-sized network
-(32x32 synthetic data with the CIFAR recipe's random crop and flip) it trains three cells: a
-base, a frozen cell (n=5) and a fine-tuned cell (n=5+), each once with our trainer
-(``train.train``: data on the device, batched augmentation, channels_last, frozen-prefix
-feature cache, ...) and once with the reference loop: the standard recipe (PIL images through
-``DataLoader(shuffle=True, num_workers=2)`` and torchvision transforms, frozen parameters with
-``requires_grad=False``, the optimiser over the rest, forward, loss, backward, step, and a
-validation pass per epoch). Both use the same network, batch size, optimiser, precision and
-number of steps; runs alternate and the fastest of ``--repeat`` counts, so the ratio holds
-on a busy machine too.
+Cells: a base, a frozen cell (n=5) and a fine-tuned cell (n=5+) of the default network (16x16
+synthetic data, no augmentation) and of the CIFAR-sized one (32x32, the CIFAR recipe's crop and
+flip), each trained for the same steps by
+- ours: ``train.train`` as a sweep runs it (data on the device, batched augmentation,
+  channels_last, the frozen-prefix feature cache, fused SGD), here on all CPU threads;
+- plain: the loop a user with in-memory tensors writes: ``DataLoader(TensorDataset(x, y),
+  shuffle=True)``, the same network module, ``torch.optim.SGD`` with the same settings and
+  schedule, frozen layers with ``requires_grad=False``, the same validation passes;
+- plain, torch.nn layers: the same loop and a network built as a user builds it
+  (``nn.LocalResponseNorm``, ``nn.Dropout``, ReLU before the max-pool, as Caffe has it);
+- PIL: torchvision's recipe: PIL images through ``DataLoader(num_workers=2)`` and transforms.
+Runs alternate and the fastest of ``--repeat`` counts, so a busy machine hurts every side alike.
+Per cell: training images/s, the speed-up on the whole cell, the FLOPs of one training step as
+our trainer runs it (``FlopCounterMode``), the FLOP/s achieved and its ratio to the device's
+dense matmul peak measured in the same run (MFU).
 
-Reported per cell: training images/s (steps only) and the speed-up on the whole cell
-(training, per-epoch evaluation, feature caching); the FLOPs of one training step as our
-trainer runs it (``FlopCounterMode``, forward + backward), the achieved FLOP/s and its ratio
-to the device's dense matmul peak measured in the same run (fp32 on a CPU: the best of MKL
-``mm`` and oneDNN's GEMM; bf16 on CUDA) = model FLOP utilisation. And the default sweep
-(2 bases + 4 treatments x 7 layers): our time and the reference loop's, estimated from a
-measured cell of each kind (frozen n = 0..7) times the number of such cells; the full run also
-times the real sweep (``transferlab.sweep``) for comparison.
+The whole default sweep (2 bases + 4 treatments x 7 layers): ours is ``transferlab.sweep`` run
+for real (its networks side by side, ``launcher.workers``); the plain loop trains the same plan
+(same networks, epochs, evaluations, bases first and copied from) one network after another on
+all threads. The ratio of the two wall times is the speed-up the README quotes.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import copy
 import io
@@ -41,12 +41,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .cells import plan
 from .config import compose
 from .data import ImageSet, load_dataset, make_split, task_view
 from .models import build_model, copy_layers, freeze_layers
-from .train import _autocast, make_batches, resolve_device, train
+from .models.dropout import Dropout
+from .models.lrn import LocalResponseNorm
+from .train import _autocast, lr_at, make_batches, resolve_device, train
 
 NETWORKS = {
     "default": [],
@@ -54,6 +56,11 @@ NETWORKS = {
               "data.augment.flip=true"],
 }
 CELLS = {"base": (0, False), "frozen n=5": (5, False), "fine-tuned n=5": (5, True)}
+REFERENCES = ("plain", "plain, torch.nn layers", "PIL")
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # --- device peak --------------------------------------------------------------------------
@@ -98,7 +105,23 @@ def matmul_peak(device: torch.device) -> dict:
     return {"flops": max(out.values()), "dtype": dtype, "measured": out}
 
 
-# --- the reference loop ---------------------------------------------------------------------
+# --- the loops a user would write -----------------------------------------------------------
+
+def torch_nn_network(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` built from torch.nn's own layers, in Caffe's order: ReLU before the
+    max-pool, ``nn.LocalResponseNorm``, ``nn.Dropout``. Same weights, same function."""
+    m = copy.deepcopy(model)
+    for i, block in enumerate(m.layers):
+        mods = list(block)
+        pool = [j for j, x in enumerate(mods) if isinstance(x, nn.MaxPool2d)]
+        relu = [j for j, x in enumerate(mods) if isinstance(x, nn.ReLU)]
+        if pool and relu and relu[0] == pool[0] + 1:
+            mods[pool[0]], mods[relu[0]] = mods[relu[0]], mods[pool[0]]
+        mods = [nn.LocalResponseNorm(x.size, x.alpha, x.beta, x.k) if isinstance(x, LocalResponseNorm)
+                else nn.Dropout(x.p) if isinstance(x, Dropout) else x for x in mods]
+        m.layers[i] = nn.Sequential(*mods)
+    return m
+
 
 class PILImages(torch.utils.data.Dataset):
     """An ImageSet served as PIL images, as torchvision's datasets serve them."""
@@ -131,50 +154,83 @@ def reference_transforms(cfg, mean, std, train: bool):
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
 
-def reference_cell(model, task, cfg, mean, std, device: torch.device, epochs: int,
-                   eval_batch_size: int = 1000) -> dict:
-    """Train ``model`` (frozen layers have requires_grad=False) with the standard loop."""
+def _tensor_loaders(task, cfg, mean, std, pin: bool):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def normalised(s):
+        m, sd = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+        return (s.x.float() / 255 - m) / sd
+
+    B = int(cfg.train.batch_size)
+    train = DataLoader(TensorDataset(normalised(task.train), task.train.y), batch_size=B, shuffle=True,
+                       drop_last=True, pin_memory=pin)
+    val = DataLoader(TensorDataset(normalised(task.val), task.val.y), batch_size=1000, pin_memory=pin)
+    return train, val
+
+
+def _pil_loaders(task, cfg, mean, std, pin: bool):
     from torch.utils.data import DataLoader
 
+    B = int(cfg.train.batch_size)
+    train = DataLoader(PILImages(task.train, reference_transforms(cfg, mean, std, True)), batch_size=B,
+                       shuffle=True, num_workers=2, drop_last=True, pin_memory=pin)
+    val = DataLoader(PILImages(task.val, reference_transforms(cfg, mean, std, False)), batch_size=1000,
+                     num_workers=2, pin_memory=pin)
+    return train, val
+
+
+def reference_cell(model, task, cfg, mean, std, device: torch.device, epochs: int, kind: str = "plain") -> dict:
+    """Train ``model`` (frozen layers have requires_grad=False) with a plain loop: the network,
+    optimiser, schedule, label smoothing, gradient clipping and evaluations of ``cfg.train``;
+    data from in-memory tensors (plain) or PIL images (PIL)."""
+    from .train import eval_steps
+
     t = cfg.train
-    B = int(t.batch_size)
     pin = device.type == "cuda"
-    train_loader = DataLoader(PILImages(task.train, reference_transforms(cfg, mean, std, True)), batch_size=B,
-                              shuffle=True, num_workers=2, drop_last=True, pin_memory=pin)
-    val_loader = DataLoader(PILImages(task.val, reference_transforms(cfg, mean, std, False)),
-                            batch_size=eval_batch_size, num_workers=2, pin_memory=pin)
+    train_loader, val_loader = (_pil_loaders if kind == "PIL" else _tensor_loaders)(task, cfg, mean, std, pin)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                           nesterov=bool(t.nesterov) and t.momentum > 0)
     autocast = lambda: _autocast(device, t.precision)[0]  # noqa: E731
-    steps, train_time, t0 = 0, 0.0, time.perf_counter()
+    steps_per_epoch = len(train_loader)
+    evals = set(eval_steps(steps_per_epoch, t.get("evals_per_epoch", 1)))
+    step, train_time, t0, top1 = 0, 0.0, time.perf_counter(), 0.0
     for _ in range(epochs):
         model.train()
         t1 = time.perf_counter()
-        for x, y in train_loader:
+        for b, (x, y) in enumerate(train_loader, 1):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps_per_epoch * epochs, steps_per_epoch, t)
             x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
             with autocast():
-                loss = F.cross_entropy(model(x).float(), y)
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=t.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             opt.step()
-            steps += 1
+            step += 1
+            if b in evals:
+                _sync(device)
+                train_time += time.perf_counter() - t1
+                model.eval()
+                correct = 0
+                with torch.no_grad(), autocast():
+                    for xv, yv in val_loader:
+                        correct += (model(xv.to(device)).argmax(1) == yv.to(device)).sum().item()
+                top1 = correct / len(task.val)
+                model.train()
+                t1 = time.perf_counter()
         _sync(device)
         train_time += time.perf_counter() - t1
-        model.eval()
-        correct = 0
-        with torch.no_grad(), autocast():
-            for x, y in val_loader:
-                x, y = x.to(device), y.to(device)
-                correct += (model(x).argmax(1) == y).sum().item()
-    return {"wall": time.perf_counter() - t0, "step_time": train_time, "steps": steps}
+    return {"wall": time.perf_counter() - t0, "step_time": train_time, "steps": step, "val_top1": top1}
 
 
 # --- our trainer ------------------------------------------------------------------------------
 
 def our_cell(model, frozen: int, task, cfg, mean, std, device: torch.device) -> dict:
     batches = make_batches(task, mean, std, device, cfg.train.batch_size, cfg.data.get("augment"))
-    r = train(model, batches, cfg.train, frozen_layers=frozen, seed=0, log=lambda m: None)
+    r = train(model, batches, cfg.train, frozen_layers=frozen, seed=0, log=lambda m: None, detect_collapse=False)
     steps = batches.steps_per_epoch * int(cfg.train.epochs)
     return {"wall": r["train_time"], "step_time": r["train_time"] - r["eval_time"] - r["setup_time"],
             "steps": steps, "setup_time": r["setup_time"], "eval_time": r["eval_time"],
@@ -198,12 +254,14 @@ def step_flops(model, frozen: int, start: int, x: torch.Tensor, y: torch.Tensor,
 
 class Bench:
     def __init__(self, overrides: list[str], device: torch.device):
-        self.cfg = compose(overrides + [f"device={device.type}"])
+        # Ours on every thread too: a single cell compares like with like.
+        self.cfg = compose(overrides + [f"device={device.type}", f"train.threads={cores()}"])
         self.device = device
         self.ds = load_dataset(self.cfg.data)
         split = make_split(self.cfg.split.name, self.ds.num_classes, 0, self.ds.class_groups())
         self.task = task_view(self.ds, "B", list(split.task("B")))
-        # The weights frozen and fine-tuned cells copy (the cost does not depend on them).
+        # The weights frozen and fine-tuned cells copy (the cost does not depend on them; the
+        # networks may die on these random features, so every side trains every step regardless).
         self.source = build_model(self.cfg.model, self.task.num_classes, generator=torch.Generator().manual_seed(1))
 
     def model(self, n: int, frozen: int):
@@ -212,12 +270,15 @@ class Bench:
         freeze_layers(m, frozen)
         return m.to(self.device)
 
-    def ours(self, n: int, frozen: int) -> dict:
-        return our_cell(self.model(n, frozen), frozen, self.task, self.cfg, self.ds.mean, self.ds.std, self.device)
-
-    def reference(self, n: int, frozen: int) -> dict:
-        return reference_cell(self.model(n, frozen), self.task, self.cfg, self.ds.mean, self.ds.std,
-                              self.device, int(self.cfg.train.epochs))
+    def run(self, side: str, n: int, frozen: int) -> dict:
+        model = self.model(n, frozen)
+        if side == "ours":
+            return our_cell(model, frozen, self.task, self.cfg, self.ds.mean, self.ds.std, self.device)
+        if side == "plain, torch.nn layers":
+            model = torch_nn_network(model)
+        with torch_threads(cores()):
+            return reference_cell(model, self.task, self.cfg, self.ds.mean, self.ds.std, self.device,
+                                  int(self.cfg.train.epochs), kind="PIL" if side == "PIL" else "plain")
 
     def flops(self, frozen: int, start: int) -> int:
         m = self.model(frozen, frozen)
@@ -230,22 +291,28 @@ class Bench:
         return step_flops(m, frozen, start, x, y, self.device, self.cfg.train.precision)
 
     def compare(self, n: int, frozen: int, repeat: int) -> dict:
-        """Our trainer and the reference loop, alternating; the fastest run of each counts."""
-        runs = {"ours": [], "reference": []}
+        """Ours and every reference, alternating; the fastest run of each counts."""
+        runs = {side: [] for side in ("ours", *REFERENCES)}
         for _ in range(repeat):
-            runs["ours"].append(self.ours(n, frozen))
-            runs["reference"].append(self.reference(n, frozen))
+            for side in runs:
+                runs[side].append(self.run(side, n, frozen))
         best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
-        ours, ref = best["ours"], best["reference"]
+        ours = best["ours"]
         B = int(self.cfg.train.batch_size)
-        out = {"n": n, "frozen_layers": frozen, "steps": ours["steps"], "batch_size": B,
-               "ours": ours, "reference": ref,
-               "ours_images_per_s": ours["steps"] * B / ours["step_time"],
-               "reference_images_per_s": ref["steps"] * B / ref["step_time"],
-               "speedup_cell": ref["wall"] / ours["wall"],
-               "speedup_train_steps": ref["step_time"] / ours["step_time"],
-               "walls": {k: [r["wall"] for r in v] for k, v in runs.items()}}
-        return out
+        return {"n": n, "frozen_layers": frozen, "steps": ours["steps"], "batch_size": B, "runs": best,
+                "images_per_s": {k: r["steps"] * B / r["step_time"] for k, r in best.items()},
+                "speedup": {k: best[k]["wall"] / ours["wall"] for k in REFERENCES},
+                "walls": {k: [r["wall"] for r in v] for k, v in runs.items()}}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _load() -> list[float]:
@@ -260,8 +327,8 @@ def run(args) -> dict:
     quick = args.quick
     repeat = args.repeat or (1 if quick else 2)
     result = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "quick": quick, "repeat": repeat,
-              "load_before": _load(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "cores": cores(), "quick": quick, "repeat": repeat, "load_before": _load(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     print(f"transferlab bench on {result['device_name']}, torch {torch.__version__}, "
           f"load {result['load_before']}", flush=True)
     peak = matmul_peak(device)
@@ -282,86 +349,99 @@ def run(args) -> dict:
             bench.cfg.train.epochs = 1
         print(f"\n{net} network ({bench.cfg.model.input_size}px, {len(bench.task.train)} training images, "
               f"{bench.cfg.train.epochs} epoch(s) of {spe} steps per cell)", flush=True)
+        print(HEADER, flush=True)
         cells = {}
         for label, (n, finetune) in CELLS.items():
             frozen = 0 if finetune else n
             c = bench.compare(n, frozen, repeat)
-            start = c["ours"]["feature_cache_layers"]
+            start = c["runs"]["ours"]["feature_cache_layers"]
             c["flops_per_step"] = bench.flops(frozen, start)
-            c["flops_per_step_uncached"] = bench.flops(frozen, 0) if start else c["flops_per_step"]
-            c["achieved_flops"] = c["flops_per_step"] * c["steps"] / c["ours"]["step_time"]
+            c["achieved_flops"] = c["flops_per_step"] * c["steps"] / c["runs"]["ours"]["step_time"]
             c["mfu"] = c["achieved_flops"] / peak["flops"]
             cells[label] = c
             print(_row(label, c), flush=True)
-        entry = {"overrides": extra, "epochs": int(bench.cfg.train.epochs), "steps_per_epoch": spe,
-                 "cells": cells}
-        if net == "default":
-            entry["sweep"] = sweep_estimate(bench, cells, repeat)
-        result["networks"][net] = entry
+        result["networks"][net] = {"overrides": extra, "epochs": int(bench.cfg.train.epochs),
+                                   "steps_per_epoch": spe, "cells": cells}
 
     if not quick and not args.no_sweep:
-        result["networks"]["default"]["sweep"]["ours_measured_s"] = real_sweep(device)
+        result["sweep"] = sweeps_side_by_side(device)
     result["load_after"] = _load()
     return result
 
 
-def sweep_estimate(bench: Bench, cells: dict, repeat: int) -> dict:
-    """The default sweep's training time, ours and the reference loop's: a measured cell of
-    each kind (frozen n = 0..7) times the number of such cells in the plan."""
-    cfg = compose([])
-    counts = collections.Counter(c.frozen_layers for c in plan(cfg))
-    per = {0: cells["base"], 5: cells["frozen n=5"]}
-    scale = int(cfg.train.epochs) / int(bench.cfg.train.epochs)
-    for f in sorted(counts):
-        if f not in per:
-            per[f] = bench.compare(f, f, repeat)
-    # Cells of a shorter run: the per-epoch part scales to the recipe's epochs, setup does not.
-    def cell_time(r, side):
-        setup = r[side].get("setup_time", 0.0)
-        return setup + (r[side]["wall"] - setup) * scale
-    ours = sum(counts[f] * cell_time(per[f], "ours") for f in counts)
-    ref = sum(counts[f] * cell_time(per[f], "reference") for f in counts)
-    out = {"cells": sum(counts.values()), "cells_by_frozen_layers": dict(sorted(counts.items())),
-           "epochs": int(cfg.train.epochs), "measured_epochs": int(bench.cfg.train.epochs),
-           "ours_estimated_s": ours, "reference_estimated_s": ref, "speedup_estimated": ref / ours,
-           "per_frozen_layers": {f: {"ours_s": cell_time(r, "ours"), "reference_s": cell_time(r, "reference"),
-                                     "speedup": r["speedup_cell"]} for f, r in sorted(per.items())}}
-    print(f"default sweep ({out['cells']} networks x {out['epochs']} epochs), estimated from one "
-          f"measured cell per frozen depth: ours {ours:.0f}s, reference loop {ref:.0f}s, "
-          f"speed-up {ref / ours:.2f}x", flush=True)
-    return out
+# --- the whole default sweep, both ways ---------------------------------------------------------
 
-
-def real_sweep(device: torch.device) -> float:
-    """Wall time of the default sweep run for real with our trainer (no figures)."""
-    from . import sweep
+def our_sweep(device: torch.device) -> dict:
+    """The default sweep run for real by ``transferlab.sweep`` (no figures): wall time and accuracies."""
+    from . import analysis, sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             rc = sweep.main([f"results_dir={tmp}", "analyze=false", f"device={device.type}"])
         wall = time.perf_counter() - t
-    if rc != 0:
-        raise RuntimeError(f"the default sweep failed (exit status {rc})")
-    print(f"default sweep run for real with our trainer: {wall:.0f}s", flush=True)
-    return wall
+        if rc != 0:
+            raise RuntimeError(f"the default sweep failed (exit status {rc})")
+        df = analysis.load(Path(tmp) / "synthetic-random")
+    return {"wall": wall, "networks": len(df), "val_top1": dict(zip(df.name, df.val_top1))}
+
+
+def plain_sweep(device: torch.device) -> dict:
+    """The default sweep's plan trained with the plain loop, one network after another on every
+    thread: the same networks (initialisation, copied and frozen layers), epochs and evaluations."""
+    from .cells import plan
+    from .runner import _seed_for
+
+    cfg = compose([f"device={device.type}"])
+    ds = load_dataset(cfg.data)
+    split = make_split(cfg.split.name, ds.num_classes, 0, ds.class_groups())
+    tasks = {t: task_view(ds, t, list(split.task(t))) for t in "AB"}
+    bases, accs = {}, {}
+    t0 = time.perf_counter()
+    with torch_threads(cores()):
+        for cell in plan(cfg):
+            task = tasks[cell.target]
+            model = build_model(cfg.model, task.num_classes,
+                                generator=torch.Generator().manual_seed(_seed_for(cell, "init")))
+            if cell.base_dependency is not None:
+                copy_layers(model, bases[cell.source], cell.n)
+            freeze_layers(model, cell.frozen_layers)
+            model = model.to(device)
+            torch.manual_seed(_seed_for(cell, "train"))
+            r = reference_cell(model, task, cfg, ds.mean, ds.std, device, int(cfg.train.epochs))
+            if cell.treatment == "base":
+                bases[cell.target] = model.cpu()
+            accs[cell.name] = r["val_top1"]
+    return {"wall": time.perf_counter() - t0, "networks": len(accs), "val_top1": accs}
+
+
+def sweeps_side_by_side(device: torch.device) -> dict:
+    print("\nthe whole default sweep, ours (transferlab.sweep) and the plain loop, one after the other ...",
+          flush=True)
+    ours = our_sweep(device)
+    print(f"  ours: {ours['wall']:.0f}s for {ours['networks']} networks", flush=True)
+    plain = plain_sweep(device)
+    print(f"  plain loop: {plain['wall']:.0f}s for {plain['networks']} networks", flush=True)
+    speedup = plain["wall"] / ours["wall"]
+    print(f"  speed-up {speedup:.2f}x", flush=True)
+    return {"ours": ours, "plain": plain, "speedup": speedup, "epochs": int(compose([]).train.epochs)}
 
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.processor() or platform.machine()}, {cores()} cores)"
 
 
-HEADER = (f"{'cell':<16}{'steps':>6}{'ours img/s':>12}{'ref img/s':>11}{'speed-up':>10}"
-          f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'MFU':>7}")
+HEADER = (f"{'cell':<16}{'steps':>6}{'ours img/s':>12}" + "".join(f"{'x ' + r:>26}" for r in REFERENCES)
+          + f"{'GFLOP/step':>12}{'MFU':>7}")
 
 
 def _row(label: str, c: dict) -> str:
-    cache = f" (cache: layers 1-{c['ours']['feature_cache_layers']})" if c["ours"]["feature_cache_layers"] else ""
-    return (f"{label:<16}{c['steps']:>6}{c['ours_images_per_s']:>12.0f}{c['reference_images_per_s']:>11.0f}"
-            f"{c['speedup_cell']:>9.2f}x{c['flops_per_step'] / 1e9:>12.3f}{c['achieved_flops'] / 1e9:>9.1f}"
-            f"{c['mfu']:>7.1%}{cache}")
+    cache = f" (cache: layers 1-{c['runs']['ours']['feature_cache_layers']})" if c["runs"]["ours"]["feature_cache_layers"] else ""
+    return (f"{label:<16}{c['steps']:>6}{c['images_per_s']['ours']:>12.0f}"
+            + "".join(f"{c['speedup'][r]:>25.2f}x" for r in REFERENCES)
+            + f"{c['flops_per_step'] / 1e9:>12.3f}{c['mfu']:>7.1%}{cache}")
 
 
 def print_table(result: dict) -> None:
@@ -370,29 +450,25 @@ def print_table(result: dict) -> None:
     if result["load_before"] and result["load_before"][0] > 0.5 * (os.cpu_count() or 1):
         print("note: other processes were using the CPU when the run started (load average above); "
               "absolute numbers suffer, the side-by-side ratios less so")
-    print("speed-up: the whole cell (training + per-epoch evaluation + caching) against the reference loop")
+    print("speed-up: the whole cell (training, evaluations, feature caching) of each reference over ours")
     for net, entry in result["networks"].items():
         print(f"\n{net} network, {entry['epochs']} epoch(s) per cell")
         print(HEADER)
         for label, c in entry["cells"].items():
             print(_row(label, c))
-        s = entry.get("sweep")
-        if s:
-            print(f"default sweep ({s['cells']} networks x {s['epochs']} epochs): ours {s['ours_estimated_s']:.0f}s "
-                  f"estimated" + (f", {s['ours_measured_s']:.0f}s measured" if "ours_measured_s" in s else "")
-                  + f"; reference loop {s['reference_estimated_s']:.0f}s estimated; "
-                  f"speed-up {s['speedup_estimated']:.2f}x")
-            print("  per frozen depth (s): " + ", ".join(
-                f"n={f}: {v['ours_s']:.1f} vs {v['reference_s']:.1f}" for f, v in s["per_frozen_layers"].items()))
+    s = result.get("sweep")
+    if s:
+        print(f"\ndefault sweep ({s['ours']['networks']} networks x {s['epochs']} epochs), both measured: ours "
+              f"{s['ours']['wall']:.0f}s, plain loop {s['plain']['wall']:.0f}s: {s['speedup']:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m transferlab.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one epoch per cell, smaller CIFAR-sized data, no real sweep")
+    p.add_argument("--quick", action="store_true", help="one epoch per cell, smaller CIFAR-sized data, no sweep")
     p.add_argument("--steps", type=int, default=None, help="training steps per cell (rounded to whole epochs)")
     p.add_argument("--repeat", type=int, default=None, help="runs per side and cell; the fastest counts (default 2, quick 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--no-sweep", action="store_true", help="do not time the real default sweep")
+    p.add_argument("--no-sweep", action="store_true", help="do not run the whole default sweep both ways")
     p.add_argument("--out", default=None, help="JSON path (default results/bench/bench_<device>.json)")
     args = p.parse_args(argv)
     result = run(args)

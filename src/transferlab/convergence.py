@@ -60,6 +60,6 @@ def collapse(history: list[dict], num_classes: int) -> str | None:
                                for h in last):
         return (f"training collapsed in epoch {math.ceil(last[-1]['epoch'])}: after reaching {best:.1%} val top-1 "
                 f"the network is back at chance ({last[-1]['val_top1']:.1%}, training loss "
-                f"{last[-1]['train_loss']:.3f} vs ln {num_classes} = {math.log(num_classes):.3f}); a step too large "
-                f"killed its units: lower train.lr or set train.grad_clip")
+                f"{last[-1]['train_loss']:.3f} vs ln {num_classes} = {math.log(num_classes):.3f}): its units died, "
+                f"so its accuracy measures the training, not the features")
     return None

@@ -145,6 +145,8 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print, should_stop=None, 
             warn = ""
             if cell.treatment == "base" and m["val_top1"] < 2.0 / rec["target_classes"]:
                 warn = "  WARNING: this base network is near chance; the sweep will measure nothing"
+            if rec.get("collapsed"):
+                warn = f"  COLLAPSED, left out of the tables: {rec['collapsed']}"
             say(f"{head}: val top1 {m['val_top1']:.1%} in {rec['wall_time']:.1f}s{warn}")
         else:
             counts["failed"] += 1
@@ -214,14 +216,17 @@ def progress(store: SweepStore, cells: list[Cell]) -> tuple[int, int]:
 
 
 def summarize(store: SweepStore, cells: list[Cell], run_id: str) -> dict:
-    """trained (in this run), skipped (finished before), failed, not run; failures' reasons."""
-    out = {"trained": 0, "skipped": 0, "failed": 0, "not_run": 0, "errors": {}}
+    """trained (in this run), skipped (finished before), failed, not run; failures' reasons and
+    the finished networks whose training collapsed (with theirs)."""
+    out = {"trained": 0, "skipped": 0, "failed": 0, "not_run": 0, "collapsed": {}, "errors": {}}
     for c in cells:
         rec = store.read_record(c.key)
         if rec is None:
             out["not_run"] += 1
         elif rec["status"] == "done":
             out["trained" if rec.get("run_id") == run_id else "skipped"] += 1
+            if rec.get("collapsed"):
+                out["collapsed"][c.key] = rec["collapsed"]
         else:
             out["failed"] += 1
             out["errors"][c.key] = str(rec.get("error", "unknown error")).splitlines()[0]
@@ -240,13 +245,15 @@ class Executor:
         raise NotImplementedError
 
 
-def local_workers(cfg, device) -> int:
+def local_workers(cfg, device, files: bool = False) -> int:
     """How many networks ``launcher=local`` trains at once: launcher.workers, where auto is the
-    CPU cores over train.threads on a CPU, and 1 on CUDA or with torch.compile."""
+    CPU cores over train.threads on a CPU, and 1 on CUDA, with torch.compile, or when the
+    images are read from files (``files``: DataLoader worker processes already use the cores,
+    and forking them from several threads at once is what multiprocessing warns against)."""
     workers = cfg.launcher.get("workers", 1)
     if workers != "auto":
         return int(workers)
-    if device.type != "cpu" or cfg.train.get("compile"):
+    if device.type != "cpu" or cfg.train.get("compile") or files:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, int(cfg.train.get("threads", 1) or 1)))
@@ -259,15 +266,16 @@ class InProcess(Executor):
     stops every worker after its current step (the checkpoints of the last epochs stay)."""
 
     def run(self, ctx, cells, run_id):
+        from .data import FileSet
         from .train import Interrupted, set_threads
 
-        workers = local_workers(ctx.cfg, ctx.device)
+        files = isinstance(ctx.dataset.train, FileSet)  # loads the images once, before threads share them
+        workers = local_workers(ctx.cfg, ctx.device, files=files)
         set_threads(ctx.cfg.train, ctx.device)
         say = lambda m: print(m, flush=True)  # noqa: E731
         if workers == 1:
             run_cells(ctx, cells, run_id, say=say)
             return run_id
-        ctx.dataset.images  # noqa: B018  load once, before the threads share it
         stop, errors, once = threading.Event(), [], Once()
 
         def work():

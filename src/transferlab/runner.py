@@ -25,7 +25,7 @@ from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
 from .models import build_model, copy_layers, freeze_layers, num_weight_layers
 from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state
-from .train import make_batches, resolve_device, train
+from .train import TrainingDiverged, make_batches, resolve_device, train
 
 
 class SweepContext:
@@ -154,7 +154,9 @@ def load_checkpoint(store: SweepStore, cell: Cell) -> dict | None:
 
 
 def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None, should_stop=None) -> dict:
-    """Train a cell and write its record (status done, or failed with the reason). The caller
+    """Train a cell and write its record (status done, or failed with the reason; a cell whose
+    training collapsed is done with the reason in ``collapsed``, and the analysis leaves it out;
+    a base whose training collapsed fails, with every cell that needs it). The caller
     holds the cell's lock (store.lock): no one else writes into its folder meanwhile. When
     ``should_stop()`` says so, training raises train.Interrupted and no record is written (the
     last epoch's checkpoint resumes it)."""
@@ -195,6 +197,8 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
                        on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
         if before is not None:
             _check_frozen(model, before, cell.frozen_layers)
+        if result["collapsed"] and cell.treatment == "base":
+            raise TrainingDiverged(f"{result['collapsed']} (a base: every cell would copy its dead units)")
         record.update(result)
         record["status"] = "done"
         if cfg.save_checkpoints or cell.treatment == "base":

@@ -213,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     s = summarize(store, cells, run_id)
     for key, error in s["errors"].items():
         print(f"failed: {key}: {error}")
+    for key, why in s["collapsed"].items():
+        print(f"collapsed (left out of the tables): {key}: {why}")
     not_run = f", {s['not_run']} not run" if s["not_run"] else ""
-    print(f"sweep finished in {time.time() - t0:.0f}s: {s['trained']} trained, {s['skipped']} skipped, "
+    collapsed = f" ({len(s['collapsed'])} collapsed)" if s["collapsed"] else ""
+    print(f"sweep finished in {time.time() - t0:.0f}s: {s['trained']} trained{collapsed}, {s['skipped']} skipped, "
           f"{s['failed']} failed{not_run}; records in {store.root}"
           + ("; failed networks are retried when the command is run again" if s["failed"] or s["not_run"] else ""))
     return 1 if s["failed"] or s["not_run"] else 0

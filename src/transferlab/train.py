@@ -18,7 +18,7 @@ from .models.dropout import Dropout
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite, or training collapsed to chance (convergence.collapse)."""
+    """The loss became NaN or infinite, or a base network's training collapsed to chance."""
 
 
 DROPOUT_SEED = 0x5EED  # offset of a network's dropout stream from its batch stream
@@ -299,15 +299,18 @@ def eval_steps(steps_per_epoch: int, evals_per_epoch: int) -> list[int]:
 def train(model, batches, cfg, *, frozen_layers: int, seed: int,
           log: Callable[[str], None] = print, state: dict | None = None,
           on_epoch_end: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> dict:
+          should_stop: Callable[[], bool] | None = None, detect_collapse: bool = True) -> dict:
     """Train ``model`` in place; returns final metrics, the history of evaluations
-    (``train.evals_per_epoch`` per epoch) and whether the validation curve reached a plateau.
+    (``train.evals_per_epoch`` per epoch), whether the validation curve reached a plateau, and
+    ``collapsed``: why training stopped early because the network died (convergence.collapse),
+    else None.
 
     ``on_epoch_end(state)`` is called after every epoch with the full training state (weights,
     optimiser, step, history, random generators; tensors and plain values only, so it loads
     with ``weights_only=True``). Passing such a ``state`` back resumes after that epoch, and
     the run ends exactly as one that was never interrupted. ``should_stop()`` is asked after
-    every step; when it says so, training raises ``Interrupted``.
+    every step; when it says so, training raises ``Interrupted``. ``detect_collapse=False``
+    trains every step even when the network has died (the benchmark times whole cells).
     """
     from .convergence import collapse, of_history
 
@@ -352,6 +355,7 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
     if state is not None:  # after the feature cache: the generators as they were at the epoch's end
         g.set_state(state["rng"]["batches"])
         g_drop.set_state(state["rng"]["dropout"])
+    collapsed = None
     for epoch in range(done_epochs + 1, int(cfg.epochs) + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -387,11 +391,15 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
             history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
                             "train_top1": correct.item() / (since * B), "lr": lr,
                             "time": time.perf_counter() - t0, **metrics})
-            if (why := collapse(history, out.shape[1])) is not None:
-                raise TrainingDiverged(why)
+            if detect_collapse and (collapsed := collapse(history, out.shape[1])) is not None:
+                collapsed += "; lower train.lr" + ("" if cfg.grad_clip else " or set train.grad_clip")
+                log(collapsed)
+                break
             loss_sum.zero_()
             correct.zero_()
             since = 0
+        if collapsed:  # training on would not bring it back: stop here
+            break
         elapsed = time.perf_counter() - t0
         eta = elapsed / epoch * (int(cfg.epochs) - epoch)
         log(f"epoch {epoch}/{cfg.epochs} loss {history[-1]['train_loss']:.3f} val top1 "
@@ -402,7 +410,8 @@ def train(model, batches, cfg, *, frozen_layers: int, seed: int,
                           "rng": {"batches": g.get_state(), "dropout": g_drop.get_state()}})
     wall = time.perf_counter() - t0
     return {"metrics": dict(history[-1]), "history": history, "convergence": of_history(history),
-            "train_time": wall, "images_per_s": total * B / max(1e-9, wall),
+            "collapsed": collapsed,
+            "train_time": wall, "images_per_s": step * B / max(1e-9, wall),
             "precision": _autocast(device, cfg.precision)[1], "setup_time": setup_time,
             "eval_time": eval_time, "feature_cache_layers": entry.get("start", 0),
             "feature_cache_check": getattr(batches, "check", None), "fast_path": fast,
