@@ -124,6 +124,32 @@ def test_sigkill_mid_cell_then_rerun_gives_identical_results(tmp_path):
     assert not list(victim.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_says_how_far_it_got_exits_130_and_the_rerun_resumes(tmp_path, workers):
+    """SIGINT (Ctrl-C) mid-cell: no traceback, 'interrupted: k of N networks finished; run the
+    same command to resume', exit status 130; the rerun resumes and ends as an uninterrupted run."""
+    ref, stopped = tmp_path / "ref", tmp_path / "stopped"
+    args = ("train.epochs=20", f"launcher.workers={workers}")
+    done = subprocess.run(sweep_cmd(ref, *args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    victim = cells_dir(stopped) / "random0_s0_A1B"
+    proc = subprocess.Popen(sweep_cmd(stopped, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (victim / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before A1B's first checkpoint"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    finished = len(list(cells_dir(stopped).glob("*/record.json")))
+    assert f"interrupted: {finished} of 3 networks finished; run the same command to resume" in err
+    assert not (victim / "record.json").exists()
+    again = subprocess.run(sweep_cmd(stopped, *args), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming from the checkpoint of epoch" in again.stdout
+    assert_same_results(cells_dir(ref), cells_dir(stopped))
+
 def test_two_sweeps_started_at_once_train_every_network_once(tmp_path):
     cmd = sweep_cmd(tmp_path, "n=1,2", "treatments=[selffer,transfer]", "train.epochs=2")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
