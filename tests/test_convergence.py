@@ -97,3 +97,5 @@ def test_a_collapsed_cell_is_recorded_stopped_and_left_out_of_the_tables(tmp_pat
     caveat = analysis.caveats(df)[0]
     assert caveat.startswith("1 network(s) left out of every table and figure because their training collapsed")
     assert "B1B+ (split seed 0, seed 0)" in caveat
+    analysis.write_figures(root)                                  # the report names it too
+    assert "left out of every table and figure because their training collapsed: B1B+" in (root / "report.md").read_text()

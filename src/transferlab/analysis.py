@@ -773,7 +773,7 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
            f"{len(d)} networks from {', '.join(sorted(d.sweep.unique()))}. Accuracy: {_ylabel(metric)}. "
            f"{main_split} split: {reps} replicate(s) (split seed x training seed), {pooled}.", "",
            markdown_table(counts, digits=0, index="split", prefix=""), ""]
-    notes = caveats(d, metric)
+    notes = caveats(df, metric)  # df: the collapsed networks, which d leaves out, are a caveat too
     if notes:
         rep += ["## Caveats", "", *[f"- {w}" for w in notes], ""]
 
