@@ -137,6 +137,15 @@ def _positive(cfg: DictConfig, key: str, zero_ok: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; expected a number {'>= 0' if zero_ok else '> 0'}")
 
 
+def check_count(cfg: DictConfig, key: str, auto: bool = False) -> None:
+    """``key`` is an integer >= 1 (or, with ``auto``, the word auto)."""
+    value = OmegaConf.select(cfg, key)
+    if auto and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} is not valid; expected {'auto or ' if auto else ''}an integer >= 1")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check everything that can be checked without touching data or training."""
     from .models import num_weight_layers
@@ -176,9 +185,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "train.precision", ["auto", "fp32", "bf16", "fp16"])
     _choice(cfg, "train.feature_cache", ["auto", True, False, "force"])
     for key in ("evals_per_epoch", "threads"):
-        value = t.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"train.{key}={value!r} is not valid; expected an integer >= 1")
+        check_count(cfg, f"train.{key}")
     if cfg.name is not None and (not re.fullmatch(r"[A-Za-z0-9._=+-]+", str(cfg.name)) or str(cfg.name) in (".", "..")):
         raise ConfigError(
             f"name={cfg.name!r} is not a valid sweep folder name; use letters, digits and . _ = + -"

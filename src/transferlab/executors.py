@@ -32,7 +32,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .cells import Cell, plan
-from .config import ConfigError, results_root
+from .config import ConfigError, check_count, results_root
 from .store import SweepStore, atomic_write_json
 
 
@@ -304,7 +304,6 @@ class InProcess(Executor):
         return run_id
 
 
-
 def _visible_gpus() -> list[str]:
     """This process's GPUs, named as CUDA_VISIBLE_DEVICES names them (indices or UUIDs)."""
     import torch
@@ -507,9 +506,8 @@ def make_executor(cfg) -> Executor:
     """The executor that ``launcher=...`` names; checks what it needs before any training."""
     lc = cfg.launcher
     if lc.name == "local":
-        workers = lc.get("workers", "auto")
-        if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
-            raise ConfigError(f"launcher.workers={workers!r} is not valid; expected auto or an integer >= 1")
+        if "workers" in lc:
+            check_count(cfg, "launcher.workers", auto=True)
         return InProcess()
     if lc.name in ("submitit_local", "slurm"):
         try:
@@ -517,8 +515,7 @@ def make_executor(cfg) -> Executor:
         except ImportError:
             raise ConfigError(f"launcher={lc.name} needs submitit: pip install 'transferlab[slurm]'") from None
     if lc.name == "submitit_local":
-        if lc.workers != "auto" and not (isinstance(lc.workers, int) and lc.workers >= 1):
-            raise ConfigError(f"launcher.workers={lc.workers!r} is not valid; expected auto or an integer >= 1")
+        check_count(cfg, "launcher.workers", auto=True)
         return LocalWorkers(lc)
     if lc.name == "slurm":
         missing = [t for t in ("sbatch", "squeue", "srun") if shutil.which(t) is None]
