@@ -245,6 +245,11 @@ class Executor:
         raise NotImplementedError
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a Slurm allocation)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def local_workers(cfg, device, files: bool = False) -> int:
     """How many networks ``launcher=local`` trains at once: launcher.workers, where auto is the
     CPU cores over train.threads on a CPU, and 1 on CUDA, with torch.compile, or when the
@@ -255,8 +260,7 @@ def local_workers(cfg, device, files: bool = False) -> int:
         return int(workers)
     if device.type != "cpu" or cfg.train.get("compile") or files:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(cfg.train.get("threads", 1) or 1)))
+    return max(1, cpu_cores() // max(1, int(cfg.train.get("threads", 1) or 1)))
 
 
 class InProcess(Executor):
