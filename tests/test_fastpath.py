@@ -248,3 +248,36 @@ def test_the_cache_check_runs_on_every_device_with_a_tolerance_off_the_cpu():
 
     assert tolerance(torch.device("cpu"), "fp32") == tolerance(torch.device("cpu"), "bf16") == 0.0
     assert 0 < tolerance(torch.device("cuda"), "fp32") < tolerance(torch.device("cuda"), "bf16") < 0.05
+
+
+def test_the_bench_plain_sweep_trains_the_sweeps_networks(monkeypatch):
+    """The plain side of the whole-sweep comparison trains the plan's networks, each cell built
+    from the base the plain loop itself trained (its layers 1..n copied, the rest fresh)."""
+    from transferlab import bench
+    from transferlab.cells import plan
+
+    tiny = ["data.num_superclasses=2", "data.classes_per_superclass=3", "data.train_per_class=16",
+            "data.val_per_class=4", "train.epochs=1", "n=1,2"]
+    real_compose = bench.compose
+    monkeypatch.setattr(bench, "compose", lambda ov: real_compose(list(ov) + tiny))
+    seen = {}
+
+    def fake_training(model, task, cfg, mean, std, device, epochs, kind="plain"):
+        with torch.no_grad():  # "training": every weight moves, so a copy is told from a fresh init
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(1.0)
+        seen[len(seen)] = model
+        return {"wall": 0.0, "step_time": 0.0, "steps": 0, "val_top1": 0.5}
+
+    monkeypatch.setattr(bench, "reference_cell", fake_training)
+    out = bench.plain_sweep(torch.device("cpu"))
+    names = [c.name for c in plan(real_compose(tiny))]
+    assert sorted(out["val_top1"]) == sorted(names) and out["networks"] == len(names)
+    nets = dict(zip(names, seen.values()))
+    w = lambda name, i: nets[name].layers[i - 1][0].weight  # noqa: E731
+    assert torch.equal(w("A2B", 1), w("baseA", 1)) and torch.equal(w("A2B", 2), w("baseA", 2))
+    assert not torch.equal(w("A2B", 3), w("baseA", 3))               # re-initialised above n
+    assert torch.equal(w("B1B", 1), w("baseB", 1)) and not torch.equal(w("B1B", 1), w("baseA", 1))
+    assert all(not p.requires_grad for p in nets["A2B"].layers[:2].parameters())   # frozen
+    assert all(p.requires_grad for p in nets["A2B+"].parameters())                 # fine-tuned

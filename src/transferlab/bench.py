@@ -45,6 +45,7 @@ from torch import nn
 
 from .config import compose
 from .data import ImageSet, load_dataset, make_split, task_view
+from .executors import cpu_cores
 from .models import build_model, copy_layers, freeze_layers
 from .models.dropout import Dropout
 from .models.lrn import LocalResponseNorm
@@ -59,8 +60,6 @@ CELLS = {"base": (0, False), "frozen n=5": (5, False), "fine-tuned n=5": (5, Tru
 REFERENCES = ("plain", "plain, torch.nn layers", "PIL")
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # --- device peak --------------------------------------------------------------------------
@@ -255,7 +254,7 @@ def step_flops(model, frozen: int, start: int, x: torch.Tensor, y: torch.Tensor,
 class Bench:
     def __init__(self, overrides: list[str], device: torch.device):
         # Ours on every thread too: a single cell compares like with like.
-        self.cfg = compose(overrides + [f"device={device.type}", f"train.threads={cores()}"])
+        self.cfg = compose(overrides + [f"device={device.type}", f"train.threads={cpu_cores()}"])
         self.device = device
         self.ds = load_dataset(self.cfg.data)
         split = make_split(self.cfg.split.name, self.ds.num_classes, 0, self.ds.class_groups())
@@ -276,7 +275,7 @@ class Bench:
             return our_cell(model, frozen, self.task, self.cfg, self.ds.mean, self.ds.std, self.device)
         if side == "plain, torch.nn layers":
             model = torch_nn_network(model)
-        with torch_threads(cores()):
+        with torch_threads(cpu_cores()):
             return reference_cell(model, self.task, self.cfg, self.ds.mean, self.ds.std, self.device,
                                   int(self.cfg.train.epochs), kind="PIL" if side == "PIL" else "plain")
 
@@ -327,7 +326,7 @@ def run(args) -> dict:
     quick = args.quick
     repeat = args.repeat or (1 if quick else 2)
     result = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-              "cores": cores(), "quick": quick, "repeat": repeat, "load_before": _load(),
+              "cores": cpu_cores(), "quick": quick, "repeat": repeat, "load_before": _load(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     print(f"transferlab bench on {result['device_name']}, torch {torch.__version__}, "
           f"load {result['load_before']}", flush=True)
@@ -388,31 +387,29 @@ def our_sweep(device: torch.device) -> dict:
 
 def plain_sweep(device: torch.device) -> dict:
     """The default sweep's plan trained with the plain loop, one network after another on every
-    thread: the same networks (initialisation, copied and frozen layers), epochs and evaluations."""
+    thread: the same networks (runner.build_cell_model: initialisation, copied and frozen
+    layers), epochs and evaluations."""
     from .cells import plan
-    from .runner import _seed_for
+    from .runner import SweepContext, _seed_for, build_cell_model
+    from .store import SweepStore
 
     cfg = compose([f"device={device.type}"])
-    ds = load_dataset(cfg.data)
-    split = make_split(cfg.split.name, ds.num_classes, 0, ds.class_groups())
-    tasks = {t: task_view(ds, t, list(split.task(t))) for t in "AB"}
-    bases, accs = {}, {}
-    t0 = time.perf_counter()
-    with torch_threads(cores()):
-        for cell in plan(cfg):
-            task = tasks[cell.target]
-            model = build_model(cfg.model, task.num_classes,
-                                generator=torch.Generator().manual_seed(_seed_for(cell, "init")))
-            if cell.base_dependency is not None:
-                copy_layers(model, bases[cell.source], cell.n)
-            freeze_layers(model, cell.frozen_layers)
-            model = model.to(device)
-            torch.manual_seed(_seed_for(cell, "train"))
-            r = reference_cell(model, task, cfg, ds.mean, ds.std, device, int(cfg.train.epochs))
-            if cell.treatment == "base":
-                bases[cell.target] = model.cpu()
-            accs[cell.name] = r["val_top1"]
-    return {"wall": time.perf_counter() - t0, "networks": len(accs), "val_top1": accs}
+    with tempfile.TemporaryDirectory() as tmp:  # nothing is written there: the bases stay in memory
+        ctx = SweepContext(cfg, SweepStore(tmp))
+        bases, accs = {}, {}
+        t0 = time.perf_counter()
+        with torch_threads(cpu_cores()):
+            for cell in plan(cfg):
+                source = bases[cell.source].state_dict() if cell.base_dependency is not None else None
+                model = build_cell_model(ctx, cell, source).to(device)
+                torch.manual_seed(_seed_for(cell, "train"))
+                task = ctx.task(cell.target, cell.split_seed)
+                r = reference_cell(model, task, cfg, ctx.dataset.mean, ctx.dataset.std, device, int(cfg.train.epochs))
+                if cell.treatment == "base":
+                    bases[cell.target] = model
+                accs[cell.name] = r["val_top1"]
+        wall = time.perf_counter() - t0
+    return {"wall": wall, "networks": len(accs), "val_top1": accs}
 
 
 def sweeps_side_by_side(device: torch.device) -> dict:
@@ -430,7 +427,7 @@ def sweeps_side_by_side(device: torch.device) -> dict:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {cores()} cores)"
+    return f"cpu ({platform.processor() or platform.machine()}, {cpu_cores()} cores)"
 
 
 HEADER = (f"{'cell':<16}{'steps':>6}{'ours img/s':>12}" + "".join(f"{'x ' + r:>26}" for r in REFERENCES)
