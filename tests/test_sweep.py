@@ -66,6 +66,7 @@ def test_one_complete_record_per_network(done):
         # How: the full resolved config; where and with what.
         assert rec["config"] == full_config
         assert rec["device"] == "cpu" and rec["device_name"]
+        assert len(rec["git_commit"]) == 40 and isinstance(rec["git_dirty"], bool)  # tests run from a checkout
         assert {"transferlab", "torch", "python", "numpy", "hydra"} <= set(rec["versions"])
         assert rec["versions"]["torch"] == torch.__version__
         assert rec["wall_time"] > 0 and rec["started_at"] and rec["finished_at"]
@@ -251,16 +252,17 @@ def test_the_resolved_device_and_precision_are_part_of_the_recipe(done, tmp_path
 
 
 def test_records_say_whether_the_code_differs_from_its_commit(tmp_path):
-    from transferlab.runner import git_commit, git_dirty
+    from transferlab.runner import git_state
 
-    assert git_commit(str(tmp_path)) is None and git_dirty(str(tmp_path)) is None   # not a checkout
+    assert git_state(str(tmp_path)) == {"git_commit": None, "git_dirty": None}   # not a checkout
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
     git("init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
     git("add", "code.py")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
-    assert len(git_commit(str(tmp_path))) == 40 and git_dirty(str(tmp_path)) is False
+    state = git_state(str(tmp_path))
+    assert len(state["git_commit"]) == 40 and state["git_dirty"] is False
     (tmp_path / "notes.txt").write_text("untracked files do not count")
-    assert git_dirty(str(tmp_path)) is False
+    assert git_state(str(tmp_path))["git_dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_dirty(str(tmp_path)) is True
+    assert git_state(str(tmp_path))["git_dirty"] is True

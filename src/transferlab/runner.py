@@ -115,15 +115,13 @@ def _git(where: str, *args: str) -> str | None:
         return None
 
 
-def git_commit(where: str = HERE) -> str | None:
-    """The commit of the source this runs from (None outside a git checkout, e.g. a wheel)."""
-    return _git(where, "rev-parse", "HEAD") or None
-
-
-def git_dirty(where: str = HERE) -> bool | None:
-    """Whether tracked files differ from that commit: then the commit alone does not name the code."""
-    status = _git(where, "status", "--porcelain", "--untracked-files=no")
-    return None if status is None or git_commit(where) is None else bool(status)
+def git_state(where: str = HERE) -> dict:
+    """git_commit: the commit of the source this runs from; git_dirty: whether tracked files
+    differ from it (then the commit alone does not name the code). Both None outside a git
+    checkout (e.g. an installed wheel)."""
+    commit = _git(where, "rev-parse", "HEAD") or None
+    status = _git(where, "status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
 def device_name(device: torch.device) -> str:
@@ -172,7 +170,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
         "source_key": cell.base_dependency.key if cell.base_dependency else None,
         "num_layers": num_weight_layers(cfg.model),
         "device": str(ctx.device), "device_name": device_name(ctx.device),
-        "host": socket.gethostname(), "git_commit": git_commit(), "git_dirty": git_dirty(), "versions": versions(),
+        "host": socket.gethostname(), **git_state(), "versions": versions(),
         "launcher": cfg.launcher.name,
         "slurm": {k[6:].lower(): os.environ[k] for k in SLURM_VARS if k in os.environ},
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
