@@ -513,10 +513,18 @@ def has_curves(df: pd.DataFrame) -> bool:
     return "history" in df and any(isinstance(h, list) and h for h in df.history)
 
 
+def _evaluations(row) -> pd.DataFrame | None:
+    """A network's evaluations with a validation accuracy (a frame row's ``history``), or None."""
+    history = getattr(row, "history", None)
+    h = pd.DataFrame(history) if isinstance(history, list) else pd.DataFrame()
+    return None if h.empty or "val_top1" not in h else h[h.val_top1.notna()]
+
+
 def learning_curves(df: pd.DataFrame, split: str | None = None, title: str | None = None) -> Figure:
     """The evidence behind "the bases converged": left, each base's validation top-1 at every
-    evaluation (the sources of the transfer cells too), with the two windows of the plateau criterion shaded and its gain in the
-    legend; right, every other network's curve, coloured by treatment."""
+    evaluation (the sources of the transfer cells too), with the two windows of the plateau
+    criterion shaded and its gain in the legend; right, every other network's curve, coloured
+    by treatment."""
     d, split = _pick_split(df, split)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
@@ -524,10 +532,8 @@ def learning_curves(df: pd.DataFrame, split: str | None = None, title: str | Non
     if not has_curves(bases):
         _empty(left, "no base network with a learning curve")
     for r in bases.itertuples():
-        h = pd.DataFrame(getattr(r, "history", None) or [])
-        if h.empty or "val_top1" not in h:
+        if (h := _evaluations(r)) is None:
             continue
-        h = h[h.val_top1.notna()]
         gain = "" if pd.isna(r.late_gain_pp) else f": {r.late_gain_pp:+.1f} pts in the last 25%, " + \
             ("plateau" if r.plateau else "still rising")
         left.plot(h.epoch, h.val_top1, marker="o", ms=2.5, lw=1.2,
@@ -541,10 +547,8 @@ def learning_curves(df: pd.DataFrame, split: str | None = None, title: str | Non
     others = d[d.treatment != "base"]
     drawn = set()
     for r in others.itertuples():
-        h = pd.DataFrame(getattr(r, "history", None) or [])
-        if h.empty or "val_top1" not in h or r.label not in STYLE:
+        if (h := _evaluations(r)) is None or r.label not in STYLE:
             continue
-        h = h[h.val_top1.notna()]
         right.plot(h.epoch, h.val_top1, lw=0.8, alpha=0.6, color=STYLE[r.label]["edge"],
                    label=None if r.label in drawn else STYLE[r.label]["label"])
         drawn.add(r.label)
