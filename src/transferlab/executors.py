@@ -273,8 +273,9 @@ class InProcess(Executor):
         from .data import FileSet
         from .train import Interrupted, set_threads
 
-        files = isinstance(ctx.dataset.train, FileSet)  # loads the images once, before threads share them
-        workers = local_workers(ctx.cfg, ctx.device, files=files)
+        workers = local_workers(ctx.cfg, ctx.device)
+        if workers > 1:  # loads the images once, before the threads share them (not when all is done)
+            workers = local_workers(ctx.cfg, ctx.device, files=isinstance(ctx.dataset.train, FileSet))
         set_threads(ctx.cfg.train, ctx.device)
         say = lambda m: print(m, flush=True)  # noqa: E731
         if workers == 1:
