@@ -274,7 +274,7 @@ class InProcess(Executor):
         from .train import Interrupted, set_threads
 
         workers = local_workers(ctx.cfg, ctx.device)
-        if workers > 1:  # loads the images once, before the threads share them (not when all is done)
+        if workers > 1:  # loads the images once, before the threads share them (with one worker, not at all here)
             workers = local_workers(ctx.cfg, ctx.device, files=isinstance(ctx.dataset.train, FileSet))
         set_threads(ctx.cfg.train, ctx.device)
         say = lambda m: print(m, flush=True)  # noqa: E731
