@@ -42,6 +42,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # no pyplot: no global backend state, inline notebooks unaffected
 
 from . import convergence, stats
+from . import treatments as T
 from .stats import REPLICATE
 from .store import SweepStore, atomic_write_bytes
 
@@ -55,22 +56,13 @@ METRIC_TEXT = {"val_top1": "top-1 accuracy (final evaluation)",
 BEST_K = {"best10_top1": 10}
 OWN_BASE = REPLICATE + ["target"]   # a network's own base: same replicate, same target task
 TASK_NAMES = {"dissimilar": {"A": "man-made", "B": "natural"}}  # data/splits.py: A = man-made
-FIG2 = ["base", "BnB", "BnB+", "AnB", "AnB+"]
-LABELS = ["BnB", "BnB+", "AnB", "AnB+", "random"]
-
-# The paper's markers and colours (Figure 2 caption, section 4.2): base white circles, BnB
-# dark blue dots, BnB+ light blue, AnB dark red diamonds, AnB+ light red diamonds, dissimilar
-# transfer orange hexagons. The random-weights colour is not named in the text: purple squares.
-STYLE = {
-    "base":       dict(face="white", edge="black", marker="o", label="base"),
-    "BnB":        dict(face="#14279b", edge="#14279b", marker="o", label="selffer BnB"),
-    "BnB+":       dict(face="#8fb4f2", edge="#4a72c4", marker="o", label="selffer BnB$^+$"),
-    "AnB":        dict(face="#a50f15", edge="#a50f15", marker="D", label="transfer AnB"),
-    "AnB+":       dict(face="#f7a39b", edge="#d0473f", marker="D", label="transfer AnB$^+$"),
-    "dissimilar": dict(face="#f28e1c", edge="#b35c00", marker="h", label="transfer AnB, dissimilar split"),
-    "random":     dict(face="#8e63c0", edge="#55308a", marker="s", label="random weights, frozen"),
-}
-OFFSETS = {"base": 0.0, "BnB": -0.21, "BnB+": -0.07, "AnB": 0.07, "AnB+": 0.21}
+FIG2 = list(T.FIGURE2)
+LABELS = list(T.LABELS)
+# Each treatment's marker and colours (treatments.TABLE), and dissimilar-split transfer's: the
+# paper's orange hexagons.
+STYLE = {**{t.label: t.style for t in T.TABLE},
+         "dissimilar": dict(face="#f28e1c", edge="#b35c00", marker="h", label="transfer AnB, dissimilar split")}
+OFFSETS = {t.label: t.offset for t in T.TABLE if t.figure2}
 ORIGINAL = "Yosinski et al. 2014 (ImageNet)"
 
 

@@ -1,24 +1,13 @@
 """Cells: the trained networks of a sweep, named as in the paper, and the plan that orders them.
-
-A cell trains on a target task (A or B). Its first n layers come from a source:
-- base      n = 0: trained from scratch (``baseB``)
-- selffer   copied from the target's own base and frozen (``B3B``); ``selffer_ft``: all
-            layers learn (``B3B+``)
-- transfer  copied from the other task's base and frozen (``A3B``); ``transfer_ft`` (``A3B+``)
-- random    left at their random initialisation and frozen (``R3B``; paper section 4.3)
-Layers n+1..L are always freshly initialised.
+What each treatment means (its source, whether it fine-tunes, its label) is treatments.TABLE.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from . import treatments as T
 from .config import parse_axis
 from .models import num_weight_layers
-
-TREATMENT_LABELS = {
-    "base": "base", "selffer": "BnB", "selffer_ft": "BnB+", "transfer": "AnB",
-    "transfer_ft": "AnB+", "random": "random",
-}
 
 
 def other(task: str) -> str:
@@ -27,7 +16,7 @@ def other(task: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    treatment: str          # base | selffer | selffer_ft | transfer | transfer_ft | random
+    treatment: str          # a treatments.TABLE name: base, selffer, ..., random
     target: str             # "A" or "B"
     n: int                  # layers taken from the source; 0 for a base
     split: str              # random | dissimilar
@@ -37,15 +26,12 @@ class Cell:
     @property
     def source(self) -> str | None:
         """Where layers 1..n come from: a task name, "random", or None for a base."""
-        if self.treatment == "base":
-            return None
-        if self.treatment == "random":
-            return "random"
-        return self.target if self.treatment.startswith("selffer") else other(self.target)
+        rule = T.BY_NAME[self.treatment].source
+        return {"own": self.target, "other": other(self.target)}.get(rule, rule)
 
     @property
     def finetune(self) -> bool:
-        return self.treatment.endswith("_ft")
+        return T.BY_NAME[self.treatment].finetune
 
     @property
     def frozen_layers(self) -> int:
@@ -75,7 +61,7 @@ class Cell:
     def as_dict(self) -> dict:
         return {**asdict(self), "name": self.name, "key": self.key, "source": self.source,
                 "finetune": self.finetune, "frozen_layers": self.frozen_layers,
-                "label": TREATMENT_LABELS[self.treatment]}
+                "label": T.BY_NAME[self.treatment].label}
 
 
 def plan(cfg) -> list[Cell]:
@@ -84,8 +70,7 @@ def plan(cfg) -> list[Cell]:
     ns = parse_axis(cfg.n, "n", 1, L - 1)
     seeds = parse_axis(cfg.seed, "seed", 0)
     split_seeds = parse_axis(cfg.split.seed, "split.seed", 0) if cfg.split.name == "random" else [0]
-    treatments = [t for t in ("selffer", "selffer_ft", "transfer", "transfer_ft", "random")
-                  if t in cfg.treatments]
+    treatments = [t for t in T.CELLS if t in cfg.treatments]
     targets = sorted(set(cfg.directions))
     bases, cells = [], []
     for ss in split_seeds:

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Keys whose values are sweep axes: a range "a..b", a comma list "a,b,c" or a single int.
 AXIS_KEYS = ("n", "seed", "split.seed")
-TREATMENTS = ("selffer", "selffer_ft", "transfer", "transfer_ft", "random")
 GROUPS = ("data", "model", "split", "train", "launcher", "experiment")
 
 
@@ -157,12 +156,13 @@ def validate(cfg: DictConfig) -> None:
     parse_axis(cfg.n, "n", 1, L - 1)
     parse_axis(cfg.seed, "seed", 0)
     parse_axis(cfg.split.seed, "split.seed", 0)
-    treatments = list(cfg.treatments)
-    for t in treatments:
-        if t not in TREATMENTS:
-            raise ConfigError(f"treatments: {t!r} is not a treatment; allowed: {', '.join(TREATMENTS)}")
-    if not treatments:
-        raise ConfigError(f"treatments is empty; allowed: {', '.join(TREATMENTS)}")
+    from . import treatments as T
+
+    for t in cfg.treatments:
+        if t not in T.CELLS:
+            raise ConfigError(f"treatments: {t!r} is not a treatment; allowed: {', '.join(T.CELLS)}")
+    if not cfg.treatments:
+        raise ConfigError(f"treatments is empty; allowed: {', '.join(T.CELLS)}")
     for d in cfg.directions:
         if d not in ("A", "B"):
             raise ConfigError(f"directions: {d!r} is not a target task; allowed: A, B")

@@ -130,7 +130,7 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
     """Every network by its paper name and the base it needs, grouped by split, then the counts."""
     from collections import Counter
 
-    from .cells import TREATMENT_LABELS
+    from .treatments import BY_NAME
 
     by_split: dict[int, list[Cell]] = {}
     for c in cells:
@@ -146,7 +146,7 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
             done = " (done)" if store.is_done(c.key) else ""
             print(f"  {c.name:<7} {c.key:<30} needs {dep.key if dep else '-'}{done}")
     bases = [c for c in cells if c.treatment == "base"]
-    per = Counter(TREATMENT_LABELS[c.treatment] for c in cells if c.treatment != "base")
+    per = Counter(BY_NAME[c.treatment].label for c in cells if c.treatment != "base")
     done = sum(store.is_done(c.key) for c in cells)
     n_splits = len(by_split)
     each = f"{n_splits} split(s) x ({len(bases) // n_splits} bases + {(len(cells) - len(bases)) // n_splits} cells)"

@@ -16,16 +16,17 @@ from importlib.resources import files
 import numpy as np
 import pandas as pd
 
+from .. import treatments as T
+
 CSV = "yosinski2014_networks.csv"
 SWEEP = "yosinski2014"
 NUM_LAYERS = 8
 
-# The CSV's words -> this package's (cells.py) words.
-TREATMENTS = {"base": "base", "selffer-frozen": "selffer", "selffer-finetuned": "selffer_ft",
-              "transfer-frozen": "transfer", "transfer-finetuned": "transfer_ft",
-              "random-frozen": "random", "base-reduced-data": "base_reduced"}
-LABELS = {"base": "base", "selffer": "BnB", "selffer_ft": "BnB+", "transfer": "AnB",
-          "transfer_ft": "AnB+", "random": "random", "base_reduced": "base_reduced"}
+# The CSV's words -> this package's treatments (treatments.TABLE), plus the original study's
+# reduced-data bases, which transferlab does not train.
+TREATMENTS = {**{t.reference: t.name for t in T.TABLE}, "base-reduced-data": "base_reduced"}
+LABELS = {**{t.name: t.label for t in T.TABLE}, "base_reduced": "base_reduced"}
+FINETUNE = {t.name: t.finetune for t in T.TABLE}
 # Our dissimilar split calls the man-made task A and the natural task B (data/splits.py).
 TASKS = {"A": "A", "B": "B", "man-made": "A", "natural": "B", "all": "all", "random": "random"}
 CLASSES = {("random", "A"): 500, ("random", "B"): 500, ("dissimilar", "A"): 551,
@@ -73,7 +74,7 @@ def networks() -> pd.DataFrame:
     if bad.any():
         raise ValueError(f"{CSV}: unknown treatment or target in rows {list(d.network[bad])}")
     out["label"] = out.treatment.map(LABELS)
-    out["finetune"] = out.treatment.str.endswith("_ft")
+    out["finetune"] = out.treatment.map(FINETUNE).fillna(False).astype(bool)
     out["frozen_layers"] = np.where(out.finetune | (out.treatment == "base"), 0, out.n)
     out["key"] = [f"{s}{ss}_{nm}" for s, ss, nm in zip(out.split, out.split_seed, out.name)]
     out["target_classes"] = [CLASSES.get((s, t)) for s, t in zip(out.split, out.target)]
