@@ -49,6 +49,7 @@ from .executors import cpu_cores
 from .models import build_model, copy_layers, freeze_layers
 from .models.dropout import Dropout
 from .models.lrn import LocalResponseNorm
+from .store import timestamp
 from .train import _autocast, lr_at, make_batches, resolve_device, train
 
 NETWORKS = {
@@ -327,7 +328,7 @@ def run(args) -> dict:
     repeat = args.repeat or (1 if quick else 2)
     result = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
               "cores": cpu_cores(), "quick": quick, "repeat": repeat, "load_before": _load(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "started": timestamp()}
     print(f"transferlab bench on {result['device_name']}, torch {torch.__version__}, "
           f"load {result['load_before']}", flush=True)
     peak = matmul_peak(device)

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from .cells import Cell, plan
 from .config import ConfigError, check_count, results_root
-from .store import SweepStore, atomic_write_json
+from .store import SweepStore, atomic_write_json, timestamp
 
 
 class LaunchError(RuntimeError):
@@ -62,7 +62,7 @@ def _with_bases(cells: list[Cell]) -> list[Cell]:
 def _fail_without_training(store: SweepStore, cell: Cell, run_id: str, reason: str) -> None:
     atomic_write_json(store.record_path(cell.key), {
         "status": "failed", **cell.as_dict(), "run_id": run_id, "error": reason,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        "finished_at": timestamp()})
 
 
 class Once:
@@ -443,7 +443,7 @@ class SlurmArrays(Executor):
             todo = [c for c in cells if not store.is_done(c.key, need_model=c.treatment == "base")]
             if not todo:
                 return run_id
-            history.append({"run_id": run_id, "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            history.append({"run_id": run_id, "submitted_at": timestamp(),
                             "job_ids": [], "keys": {}})
             self.submit(ctx, todo, run_id, folder, history)
             self.print_follow(folder, history[-1]["job_ids"])

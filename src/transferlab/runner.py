@@ -24,7 +24,7 @@ from . import __version__
 from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
 from .models import build_model, copy_layers, freeze_layers, num_weight_layers
-from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state
+from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state, timestamp
 from .train import TrainingDiverged, make_batches, resolve_device, train
 
 
@@ -164,7 +164,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
     record = {
         "status": "running", **cell.as_dict(), "run_id": run_id,
         "attempt": attempt, "restarts": attempt - 1, "resumed_from_epoch": 0,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_at": timestamp(),
         "seeds": {"train": cell.seed, "split": cell.split_seed, "init": _seed_for(cell, "init"),
                   "data": int(cfg.data.get("seed", 0))},
         "source_key": cell.base_dependency.key if cell.base_dependency else None,
@@ -208,7 +208,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
         record["error"] = f"{type(e).__name__}: {e}"
         record["traceback"] = traceback.format_exc()
     record["wall_time"] = time.time() - started
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["finished_at"] = timestamp()
     atomic_write_json(store.record_path(cell.key), record)
     if record["status"] == "done":  # the record is the commit point; the checkpoint has served
         store.checkpoint_path(cell.key).unlink(missing_ok=True)

@@ -23,6 +23,14 @@ import tempfile
 from pathlib import Path
 
 
+def timestamp() -> str:
+    """The one timestamp format of records, jobs.json and the bench: local time with its UTC
+    offset, ISO 8601 (2026-12-02T18:56:26+0000)."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
