@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from . import schema
+
 # Keys whose values are sweep axes: a range "a..b", a comma list "a,b,c" or a single int.
 AXIS_KEYS = ("n", "seed", "split.seed")
 GROUPS = ("data", "model", "split", "train", "launcher", "experiment")
@@ -73,8 +75,21 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     except MissingConfigException as e:
         raise ConfigError(str(e)) from None
     except (HydraException, OmegaConfBaseException) as e:
+        text = str(e)
+        if text.startswith("Could not override '"):  # Hydra's hint (+key=...) would be read by nothing
+            key = text.split("'")[1]
+            raise ConfigError(f"{key} is not a config key{schema.did_you_mean(key)}") from None
         raise ConfigError(f"bad override: {e}") from None
+    check_schema(cfg)
     return cfg
+
+
+def check_schema(cfg: DictConfig) -> None:
+    """schema.check, its errors as ConfigErrors."""
+    try:
+        schema.check(cfg)
+    except schema.SchemaError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_axis(value, name: str, lo: int | None = None, hi: int | None = None) -> list[int]:
@@ -149,9 +164,7 @@ def validate(cfg: DictConfig) -> None:
     """Check everything that can be checked without touching data or training."""
     from .models import num_weight_layers
 
-    _choice(cfg, "data.name", group_options("data"))
-    _choice(cfg, "split.name", [o for o in group_options("split")])
-    _choice(cfg, "model.name", ["caffenet"])
+    check_schema(cfg)  # types and choices, again: a config may come from elsewhere than compose()
     L = num_weight_layers(cfg.model)
     parse_axis(cfg.n, "n", 1, L - 1)
     parse_axis(cfg.seed, "seed", 0)
@@ -181,9 +194,6 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, f"train.{key}", zero_ok=True)
     if int(t.epochs) != t.epochs or int(t.batch_size) != t.batch_size:
         raise ConfigError(f"train.epochs and train.batch_size must be integers, got {t.epochs!r}, {t.batch_size!r}")
-    _choice(cfg, "train.schedule", ["cosine", "step", "constant"])
-    _choice(cfg, "train.precision", ["auto", "fp32", "bf16", "fp16"])
-    _choice(cfg, "train.feature_cache", ["auto", True, False, "force"])
     for key in ("evals_per_epoch", "threads"):
         check_count(cfg, f"train.{key}")
     if cfg.name is not None and (not re.fullmatch(r"[A-Za-z0-9._=+-]+", str(cfg.name)) or str(cfg.name) in (".", "..")):
