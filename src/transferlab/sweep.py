@@ -63,13 +63,11 @@ def _diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
-def prepare(cfg, device) -> tuple[list[Cell], SweepStore]:
-    """Validate everything and set up the sweep folder; no training yet."""
-    validate(cfg)
-    cells = plan(cfg)
-    root = results_root(cfg)
+def prepare(cfg, device, store: SweepStore) -> None:
+    """Set up the sweep folder of a validated config (sweep.json, refusing another recipe); no
+    training yet."""
+    root = store.root
     check_writable(root)
-    store = SweepStore(root)
     meta_path = root / "sweep.json"
     defining = {**defining_config(cfg), "resolved": resolved_arithmetic(cfg, device)}
     if meta_path.exists():
@@ -89,7 +87,6 @@ def prepare(cfg, device) -> tuple[list[Cell], SweepStore]:
                 f"{root} holds a sweep with a different recipe ({changes}). Records of different "
                 f"recipes must not be mixed: choose another name=... or remove that folder")
     atomic_write_json(meta_path, {"name": sweep_name(cfg), "config": defining})
-    return cells, store
 
 
 def splits_table(ctx, cells: list[Cell]) -> dict:
@@ -172,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
 
         # Every check before the sweep folder is written. The dataset's classes and hierarchy
         # only: a dry run reads no image (CIFAR's files need not be there).
-        ctx = SweepContext(cfg, SweepStore(results_root(cfg)))
-        splits = splits_table(ctx, plan(cfg))  # also checks that the split can be made
+        store, cells = SweepStore(results_root(cfg)), plan(cfg)
+        ctx = SweepContext(cfg, store)
+        splits = splits_table(ctx, cells)  # also checks that the split can be made
         check_input_size(cfg, ctx.dataset)
         if not cfg.dry_run:
             ctx.dataset.check()  # the files are there (or downloaded), before any training
         executor = make_executor(cfg)
-        cells, store = prepare(cfg, ctx.device)
+        prepare(cfg, ctx.device, store)
         atomic_write_json(store.root / "splits.json", merge_splits(store.root / "splits.json", splits))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
