@@ -33,7 +33,6 @@ import contextlib
 import copy
 import io
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -50,7 +49,8 @@ from .models import build_model, copy_layers, freeze_layers
 from .models.dropout import Dropout
 from .models.lrn import LocalResponseNorm
 from .store import timestamp
-from .train import _autocast, lr_at, make_batches, resolve_device, train
+from .batches import make_batches
+from .train import _autocast, device_name, lr_at, resolve_device, train
 
 NETWORKS = {
     "default": [],
@@ -326,7 +326,7 @@ def run(args) -> dict:
     device = resolve_device(args.device)
     quick = args.quick
     repeat = args.repeat or (1 if quick else 2)
-    result = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+    result = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
               "cores": cpu_cores(), "quick": quick, "repeat": repeat, "load_before": _load(),
               "started": timestamp()}
     print(f"transferlab bench on {result['device_name']}, torch {torch.__version__}, "
@@ -423,12 +423,6 @@ def sweeps_side_by_side(device: torch.device) -> dict:
     speedup = plain["wall"] / ours["wall"]
     print(f"  speed-up {speedup:.2f}x", flush=True)
     return {"ours": ours, "plain": plain, "speedup": speedup, "epochs": int(compose([]).train.epochs)}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {cpu_cores()} cores)"
 
 
 HEADER = (f"{'cell':<16}{'steps':>6}{'ours img/s':>12}" + "".join(f"{'x ' + r:>26}" for r in REFERENCES)

@@ -20,9 +20,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .batches import TensorBatches
 from .data import ImageSet
 from .models.dropout import Dropout
-from .train import TensorBatches
 
 MODES = ("auto", True, False, "force")
 # How far cached activations may stray from the uncached ones: on a CPU not at all (the cached

@@ -25,7 +25,8 @@ from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
 from .models import build_model, copy_layers, freeze_layers, num_weight_layers
 from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state, timestamp
-from .train import TrainingDiverged, make_batches, resolve_device, train
+from .batches import make_batches
+from .train import TrainingDiverged, device_name, resolve_device, train
 
 
 class SweepContext:
@@ -122,12 +123,6 @@ def git_state(where: str = HERE) -> dict:
     commit = _git(where, "rev-parse", "HEAD") or None
     status = _git(where, "status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
