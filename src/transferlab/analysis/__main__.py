@@ -1,0 +1,6 @@
+"""python -m transferlab.analysis: the command line (cli.main)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
