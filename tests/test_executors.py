@@ -11,6 +11,7 @@ import torch
 
 from transferlab import executors, sweep
 from transferlab.config import ConfigError, compose
+from transferlab.executors import local, slurm
 from transferlab.executors import Worker, make_executor, slurm_parameters, squeue_states, worker_config
 from transferlab.store import SweepStore, load_state
 
@@ -89,7 +90,7 @@ def test_networks_side_by_side_in_one_process_match_one_at_a_time(tmp_path, caps
 
 
 def test_local_workers_auto_is_cores_over_threads_on_a_cpu(monkeypatch):
-    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert executors.local_workers(compose([]), cpu) == 8
     assert executors.local_workers(compose(["train.threads=2"]), cpu) == 4
@@ -127,7 +128,7 @@ def test_launcher_errors_are_reported_before_any_training(monkeypatch):
 
 def test_squeue_states_lists_only_this_sweeps_tasks(monkeypatch):
     listing = "41|41_0|RUNNING\n41|41_1|PENDING\n7|7|RUNNING\n42|42_3|PENDING\n"
-    monkeypatch.setattr(executors.subprocess, "run",
+    monkeypatch.setattr(slurm.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing, stderr=""))
     assert squeue_states(["41", "42"]) == {"41_0": "RUNNING", "41_1": "PENDING", "42_3": "PENDING"}
     assert squeue_states([]) == {}
