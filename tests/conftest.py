@@ -29,3 +29,19 @@ def without_timing(x):
     if isinstance(x, list):
         return [without_timing(v) for v in x]
     return x
+
+
+def task_setup(*overrides: str):
+    """(config, dataset, task B of split seed 0, a fresh source network for it): what the
+    trainer tests build their cells from."""
+    import torch
+
+    from transferlab.data import load_dataset, make_split, task_view
+    from transferlab.models import build_model
+
+    cfg = compose(list(overrides))
+    ds = load_dataset(cfg.data)
+    split = make_split(cfg.split.name, ds.num_classes, 0, ds.class_groups())
+    task = task_view(ds, "B", list(split.task("B")))
+    source = build_model(cfg.model, task.num_classes, generator=torch.Generator().manual_seed(1))
+    return cfg, ds, task, source

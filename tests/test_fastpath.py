@@ -3,11 +3,11 @@ feature cache, channels_last; and the benchmark's pieces work."""
 import copy
 
 import pytest
+from conftest import task_setup
 import torch
 from torch import nn
 
 from transferlab.config import compose
-from transferlab.data import load_dataset, make_split, task_view
 from transferlab.features import FeatureBatches, cache_depth, feature_batches
 from transferlab.models import build_model, copy_layers, freeze_layers
 from transferlab.models.lrn import LocalResponseNorm
@@ -18,12 +18,7 @@ TINY = ["data.train_per_class=20", "data.val_per_class=6", "train.epochs=2"]
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = compose(TINY)
-    ds = load_dataset(cfg.data)
-    split = make_split(cfg.split.name, ds.num_classes, 0, ds.class_groups())
-    task = task_view(ds, "B", list(split.task("B")))
-    source = build_model(cfg.model, task.num_classes, generator=torch.Generator().manual_seed(1))
-    return cfg, ds, task, source
+    return task_setup(*TINY)
 
 
 def _train_cell(setup, n, frozen, **train_overrides):

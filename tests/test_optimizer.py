@@ -2,12 +2,11 @@
 import copy
 
 import pytest
+from conftest import task_setup
 import torch
 from omegaconf import OmegaConf
 
 from transferlab.batches import make_batches
-from transferlab.config import compose
-from transferlab.data import load_dataset, make_split, task_view
 from transferlab.models import build_model, copy_layers, freeze_layers
 from transferlab.train import make_optimizer, param_groups, train
 
@@ -16,12 +15,7 @@ TINY = ["data.train_per_class=20", "data.val_per_class=6", "train.epochs=1"]
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = compose(TINY)
-    ds = load_dataset(cfg.data)
-    split = make_split(cfg.split.name, ds.num_classes, 0, ds.class_groups())
-    task = task_view(ds, "B", list(split.task("B")))
-    source = build_model(cfg.model, task.num_classes, generator=torch.Generator().manual_seed(1))
-    return cfg, ds, task, source
+    return task_setup(*TINY)
 
 
 def _cell(setup, frozen, optimizer):
