@@ -236,19 +236,6 @@ def test_cli_refuses_an_unwritable_results_directory(tmp_path, capsys, no_traini
     assert not list(tmp_path.rglob("record.json"))
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.evals_per_epoch=0", "train.evals_per_epoch=0 is not valid; expected an integer >= 1"),
-    ("train.evals_per_epoch=1.5", "train.evals_per_epoch=1.5 is not valid; expected an integer >= 1"),
-    ("train.threads=0", "train.threads=0 is not valid; expected an integer >= 1"),
-    ("train.threads=true", "train.threads=True is not valid; expected an integer >= 1"),
-    ("train.feature_cache=sometimes", "train.feature_cache='sometimes' is not valid; allowed: auto, true, false, force"),
-])
-def test_bad_recipe_values_name_the_value_and_what_is_allowed(override, message):
-    with pytest.raises(ConfigError) as e:
-        validate(compose([override]))
-    assert str(e.value) == message
-
-
 @pytest.mark.parametrize("launcher", ["local", "submitit_local"])
 @pytest.mark.parametrize("workers", [0, -2, "two", True])
 def test_bad_launcher_workers(launcher, workers):

@@ -3,6 +3,7 @@ anything is planned or written; unknown keys get a did-you-mean."""
 from __future__ import annotations
 
 import typing
+from typing import List
 from dataclasses import fields, is_dataclass
 
 import pytest
@@ -16,13 +17,13 @@ OPTIONS = [(g, o) for g in ("data", "model", "split", "train", "launcher") for o
 
 
 def leaf_fields(s, prefix=""):
-    """(key path, type, choices) of every leaf of a schema."""
+    """(key path, type, metadata: choices, bounds) of every leaf of a schema."""
     hints = typing.get_type_hints(s)
     for f in fields(s):
         if is_dataclass(hints[f.name]):
             yield from leaf_fields(hints[f.name], f"{prefix}{f.name}.")
         else:
-            yield f"{prefix}{f.name}", hints[f.name], f.metadata.get("choices")
+            yield f"{prefix}{f.name}", hints[f.name], f.metadata
 
 
 def option_schema(group, option):
@@ -41,8 +42,18 @@ def bad_value(tp, choices) -> str:
     return "not_allowed_zz"  # Any: ranges and forms checked by config.validate / the launchers
 
 
-CASES = [(g, o, key, bad_value(tp, ch)) for g, o in OPTIONS for key, tp, ch in leaf_fields(option_schema(g, o))
+def out_of_bounds(tp, bounds) -> str:
+    """An override value of the right type just outside the key's bounds."""
+    b, x = next(iter(bounds.items()))
+    v = x if b in ("gt", "lt") else x - 1
+    return f"[{v}]" if typing.get_origin(tp) in (list, List) else str(v)
+
+
+CASES = [(g, o, key, bad_value(tp, meta.get("choices"))) for g, o in OPTIONS
+         for key, tp, meta in leaf_fields(option_schema(g, o))
          if key != "name"]  # a group's name is the option itself (test_config checks unknown options)
+BOUNDED = [(g, o, key, out_of_bounds(tp, meta["bounds"])) for g, o in OPTIONS
+           for key, tp, meta in leaf_fields(option_schema(g, o)) if meta.get("bounds")]
 
 
 def check_everything(overrides):
@@ -57,6 +68,14 @@ def test_every_key_of_every_option_refuses_a_bad_value_naming_the_key(group, opt
     with pytest.raises(ConfigError) as e:
         check_everything([f"{group}={option}", f"{path}={value}"])
     assert path in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("group, option, key, value", BOUNDED, ids=[f"{g}={o}:{k}={v}" for g, o, k, v in BOUNDED])
+def test_every_bounded_key_refuses_a_value_out_of_bounds_naming_the_key(group, option, key, value):
+    path = f"{group}.{key}"
+    with pytest.raises(ConfigError) as e:
+        check_everything([f"{group}={option}", f"{path}={value}"])
+    assert str(e.value).startswith(f"{path}="), str(e.value)
 
 
 TOP = [(f.name, bad_value(typing.get_type_hints(schema.Root)[f.name], f.metadata.get("choices")))
@@ -82,6 +101,15 @@ def test_every_top_level_key_refuses_a_bad_value_naming_it(key, value):
     ("train.optimizer=adam", "train.optimizer='adam' is not valid; allowed: sgd, adamw"),
     ("train.nesterov=1", "train.nesterov=1 is not valid; expected true or false"),
     ("train.channels_last=maybe", "train.channels_last='maybe' is not valid; allowed: auto, true, false"),
+    ("train.evals_per_epoch=0", "train.evals_per_epoch=0 is not valid; expected an integer >= 1"),
+    ("train.evals_per_epoch=1.5", "train.evals_per_epoch=1.5 is not valid; expected an integer >= 1"),
+    ("train.threads=0", "train.threads=0 is not valid; expected an integer >= 1"),
+    ("train.threads=true", "train.threads=True is not valid; expected an integer >= 1"),
+    ("train.feature_cache=sometimes", "train.feature_cache='sometimes' is not valid; allowed: auto, true, false, force"),
+    ("model.dropout=1", "model.dropout=1 is not valid; expected a number >= 0 and < 1"),
+    ("model.conv_padding=[1,1,-1,1,1]", "model.conv_padding=[1, 1, -1, 1, 1] is not valid; expected a list of integers >= 0"),
+    ("launcher.workers=0", "launcher.workers=0 is not valid; expected auto or an integer >= 1"),
+    ("data.train_per_class=0", "data.train_per_class=0 is not valid; expected an integer >= 1"),
 ])
 def test_messages_name_the_key_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as e:
@@ -115,3 +143,20 @@ def test_the_schema_knows_every_key_the_shipped_configs_set():
     for group, option in OPTIONS:
         c = OmegaConf.to_container(compose([f"{group}={option}"]), resolve=True)
         assert set(leaves(c)) <= known
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["model.conv_channels=[8,16]"], "model.conv_channels=[8, 16] is not valid; CaffeNet needs 5 values"),
+    (["model.fc_units=[64]"], "model.fc_units=[64] is not valid; CaffeNet needs 2 values"),
+    (["model.conv_groups=[5,1,1,1,1]"], "model.conv_groups=[5, 1, 1, 1, 1] is not valid: conv1 has 3 input"),
+    (["model.input_size=4", "data.image_size=4"], "model.input_size=4 is too small for the convolutions"),
+    (["train.schedule=step"], "train.schedule=step needs train.step_every_epochs > 0"),
+    (["data=imagefolder", "data.augment.crop=300"], "data.augment.crop=300 is larger than data.augment.resize=256"),
+])
+def test_what_the_schema_cannot_say_is_refused_before_the_sweep_folder_is_written(tmp_path, capsys, overrides, named):
+    """One key against another, and the model's shapes (built on the meta device: nothing computed)."""
+    rc = sweep.main([*overrides, f"data.root={tmp_path}" if "data=imagefolder" in overrides else "n=1",
+                     f"results_dir={tmp_path / 'results'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {named}"), err
+    assert not (tmp_path / "results").exists()

@@ -16,14 +16,11 @@ from typing import Iterable, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import schema
+from .schema import ConfigError  # noqa: F401  (the error of every config check)
 
 # Keys whose values are sweep axes: a range "a..b", a comma list "a,b,c" or a single int.
 AXIS_KEYS = ("n", "seed", "split.seed")
 GROUPS = ("data", "model", "split", "train", "launcher", "experiment")
-
-
-class ConfigError(ValueError):
-    """A bad value in the config or on the command line, found before any training."""
 
 
 def config_dir() -> Path:
@@ -80,16 +77,8 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             key = text.split("'")[1]
             raise ConfigError(f"{key} is not a config key{schema.did_you_mean(key)}") from None
         raise ConfigError(f"bad override: {e}") from None
-    check_schema(cfg)
+    schema.check(cfg)
     return cfg
-
-
-def check_schema(cfg: DictConfig) -> None:
-    """schema.check, its errors as ConfigErrors."""
-    try:
-        schema.check(cfg)
-    except schema.SchemaError as e:
-        raise ConfigError(str(e)) from None
 
 
 def parse_axis(value, name: str, lo: int | None = None, hi: int | None = None) -> list[int]:
@@ -143,34 +132,21 @@ def _choice(cfg: DictConfig, key: str, allowed: Iterable) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; allowed: {', '.join(shown)}")
 
 
-def _positive(cfg: DictConfig, key: str, zero_ok: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if zero_ok else value > 0)
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not valid; expected a number {'>= 0' if zero_ok else '> 0'}")
-
-
-def check_count(cfg: DictConfig, key: str, auto: bool = False) -> None:
-    """``key`` is an integer >= 1 (or, with ``auto``, the word auto)."""
-    value = OmegaConf.select(cfg, key)
-    if auto and value == "auto":
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r} is not valid; expected {'auto or ' if auto else ''}an integer >= 1")
-
-
 def validate(cfg: DictConfig) -> None:
-    """Check everything that can be checked without touching data or training."""
-    from .models import num_weight_layers
+    """Check everything that can be checked without touching data or training: the schema, then
+    what it cannot say (axes against the model's layers, one key against another, shapes)."""
+    from . import treatments as T
+    from .models import check_model, num_weight_layers
 
-    check_schema(cfg)  # types and choices, again: a config may come from elsewhere than compose()
+    schema.check(cfg)  # again: a config may come from elsewhere than compose()
+    try:
+        check_model(cfg.model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     L = num_weight_layers(cfg.model)
     parse_axis(cfg.n, "n", 1, L - 1)
     parse_axis(cfg.seed, "seed", 0)
     parse_axis(cfg.split.seed, "split.seed", 0)
-    from . import treatments as T
-
     for t in cfg.treatments:
         if t not in T.CELLS:
             raise ConfigError(f"treatments: {t!r} is not a treatment; allowed: {', '.join(T.CELLS)}")
@@ -187,15 +163,13 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} but CUDA is not available here; use device=auto or cpu")
-    t = cfg.train
-    for key in ("epochs", "batch_size", "lr"):
-        _positive(cfg, f"train.{key}")
-    for key in ("momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
-        _positive(cfg, f"train.{key}", zero_ok=True)
-    if int(t.epochs) != t.epochs or int(t.batch_size) != t.batch_size:
-        raise ConfigError(f"train.epochs and train.batch_size must be integers, got {t.epochs!r}, {t.batch_size!r}")
-    for key in ("evals_per_epoch", "threads"):
-        check_count(cfg, f"train.{key}")
+    if cfg.train.schedule == "step" and not cfg.train.step_every_epochs:
+        raise ConfigError("train.schedule=step needs train.step_every_epochs > 0 (the epochs between "
+                          f"steps of x train.step_gamma); it is {cfg.train.step_every_epochs!r}")
+    aug = cfg.data.augment
+    if "crop" in aug and aug.crop > aug.resize:
+        raise ConfigError(f"data.augment.crop={aug.crop} is larger than data.augment.resize={aug.resize}; "
+                          "the random crop is taken from the resized image")
     if cfg.name is not None and (not re.fullmatch(r"[A-Za-z0-9._=+-]+", str(cfg.name)) or str(cfg.name) in (".", "..")):
         raise ConfigError(
             f"name={cfg.name!r} is not a valid sweep folder name; use letters, digits and . _ = + -"

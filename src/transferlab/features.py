@@ -23,8 +23,8 @@ from torch import nn
 from .batches import TensorBatches
 from .data import ImageSet
 from .models.dropout import Dropout
+from .schema import check_group
 
-MODES = ("auto", True, False, "force")
 # How far cached activations may stray from the uncached ones: on a CPU not at all (the cached
 # path is then bit-identical); on CUDA kernels may depend on the batch, so a relative tolerance
 # per precision (TF32 convolutions for fp32, 8-bit mantissas for bf16).
@@ -47,14 +47,6 @@ class FeatureBatches(TensorBatches):
     def eval_batches(self, batch_size: int | None = None):
         # Same chunks as the images were evaluated in, so evaluation is unchanged too.
         yield from super().eval_batches(batch_size or self.eval_batch_size)
-
-
-def parse_mode(value) -> str | bool:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = value.lower() == "true"
-    if value not in MODES:
-        raise ValueError(f"train.feature_cache={value!r} is not valid; allowed: auto, true, false, force")
-    return value
 
 
 def tolerance(device: torch.device, precision: str) -> float:
@@ -103,7 +95,7 @@ def feature_batches(model, batches, frozen_layers: int, mode, autocast: Callable
     check passes (else trains uncached, saying why); True the same, but a failed check is an
     error; "force" caches even when the check fails; False never caches.
     """
-    mode = parse_mode(mode)
+    check_group("train", {"feature_cache": mode})
     if mode is False or frozen_layers == 0:
         return batches
     random_input = not isinstance(batches, TensorBatches) or batches.crop_padding or batches.flip

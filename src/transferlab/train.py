@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .batches import (BatchSource, LoaderBatches, TensorBatches, _Decoded, augment,  # noqa: F401 (re-exported)
                       make_batches, on_device)
 from .features import feature_batches
+from .schema import check_group
 from .models.dropout import Dropout
 
 
@@ -88,8 +89,6 @@ def fast_path(cfg, device: torch.device) -> dict:
     oneDNN), cudnn.benchmark (auto: on CUDA), torch.compile (off unless asked for)."""
     def switch(key, auto):
         value = cfg.get(key, "auto")
-        if value not in ("auto", True, False):
-            raise ValueError(f"train.{key}={value!r} is not valid; allowed: auto, true, false")
         return auto if value == "auto" else value
 
     return {"channels_last": switch("channels_last", device.type in ("cpu", "cuda")),
@@ -191,6 +190,7 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int,
     from .convergence import collapse, of_history
 
     # Setup: threads, random streams, speed switches, optimiser, schedule, resumed state.
+    check_group("train", cfg)  # a recipe handed in directly gets the config's checks too
     device = batches.device
     set_threads(cfg, device)
     g = torch.Generator(device=device).manual_seed(seed)                   # batches, augmentation

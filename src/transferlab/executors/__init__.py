@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import shutil
 
-from ..config import ConfigError, check_count
+from ..config import ConfigError
+from ..schema import check_group
 from .base import Executor, LaunchError, new_run_id
 from .local import InProcess, cpu_cores, local_workers
 from .progress import progress, summarize
@@ -39,9 +40,8 @@ __all__ = ["SLURM_KEYS", "Decision", "Executor", "InProcess", "LaunchError", "Lo
 def make_executor(cfg) -> Executor:
     """The executor that ``launcher=...`` names; checks what it needs before any training."""
     lc = cfg.launcher
+    check_group("launcher", lc)  # workers, timeouts: the schema's bounds
     if lc.name == "local":
-        if "workers" in lc:
-            check_count(cfg, "launcher.workers", auto=True)
         return InProcess()
     if lc.name in ("submitit_local", "slurm"):
         try:
@@ -49,15 +49,11 @@ def make_executor(cfg) -> Executor:
         except ImportError:
             raise ConfigError(f"launcher={lc.name} needs submitit: pip install 'transferlab[slurm]'") from None
     if lc.name == "submitit_local":
-        check_count(cfg, "launcher.workers", auto=True)
         return LocalWorkers(lc)
     if lc.name == "slurm":
         missing = [t for t in ("sbatch", "squeue", "srun") if shutil.which(t) is None]
         if missing:
             raise ConfigError(f"launcher=slurm needs Slurm's {', '.join(missing)} on PATH; run the sweep "
                               f"on a machine that submits to the cluster (a login node)")
-        for k in ("timeout_min", "array_parallelism"):
-            if not (isinstance(lc.get(k), int) and lc.get(k) >= 1):
-                raise ConfigError(f"launcher.{k}={lc.get(k)!r} is not valid; expected an integer >= 1")
         return SlurmArrays(lc)
     raise ConfigError(f"launcher.name={lc.name!r} is not valid; allowed: local, submitit_local, slurm")

@@ -4,17 +4,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .caffenet import NUM_LAYERS, CaffeNet, init_layer, weight_layer
+from .caffenet import NUM_LAYERS, CaffeNet, init_layer, weight_layer  # noqa: F401
 
 __all__ = [
-    "CaffeNet", "build_model", "num_weight_layers", "init_layers", "copy_layers",
-    "freeze_layers", "layer_parameters", "NUM_LAYERS",
+    "ARCHITECTURES", "CaffeNet", "build_model", "check_model", "num_weight_layers", "init_layers",
+    "copy_layers", "freeze_layers", "layer_parameters", "NUM_LAYERS",
 ]
+
+# model.name -> the network class; each says how many transfer units (layers) a config gives it
+# and checks the config's shapes before anything is written.
+ARCHITECTURES = {"caffenet": CaffeNet}
+
+
+def _architecture(model_cfg):
+    try:
+        return ARCHITECTURES[model_cfg.name]
+    except KeyError:
+        raise ValueError(f"model.name={model_cfg.name!r} is not valid; allowed: {', '.join(ARCHITECTURES)}") from None
 
 
 def num_weight_layers(model_cfg) -> int:
-    """L, the number of weight layers (8 for CaffeNet)."""
-    return NUM_LAYERS
+    """L, the number of layers that n counts (8 for CaffeNet)."""
+    return _architecture(model_cfg).num_layers(model_cfg)
+
+
+def check_model(model_cfg) -> None:
+    """ValueError naming the key when ``model_cfg`` does not describe a network that can be built."""
+    _architecture(model_cfg).check_config(model_cfg)
 
 
 def build_model(model_cfg, num_classes: int, generator: torch.Generator | None = None) -> CaffeNet:

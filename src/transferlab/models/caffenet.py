@@ -32,23 +32,32 @@ def _lrn(cfg) -> LocalResponseNorm:
     return LocalResponseNorm(cfg.lrn.size, alpha=cfg.lrn.alpha, beta=cfg.lrn.beta, k=cfg.lrn.k)
 
 
+CONV_KEYS = ("conv_channels", "conv_kernels", "conv_strides", "conv_padding", "conv_groups")
+
+
+def _conv_blocks(cfg) -> list[nn.Module]:
+    """Layers 1-5: conv, then max-pool (1, 2, 5), ReLU, and LRN (1, 2)."""
+    chans = [cfg.in_channels, *cfg.conv_channels]
+    blocks: list[nn.Module] = []
+    for i in range(5):
+        block = [nn.Conv2d(chans[i], chans[i + 1], cfg.conv_kernels[i], cfg.conv_strides[i],
+                           cfg.conv_padding[i], groups=cfg.conv_groups[i])]
+        if i in (0, 1, 4):
+            block += [_pool(cfg)]
+        block += [nn.ReLU(inplace=True)]
+        if i in (0, 1):
+            block += [_lrn(cfg)]
+        blocks.append(nn.Sequential(*block))
+    return blocks
+
+
 class CaffeNet(nn.Module):
     """5 conv + 3 fully connected weight layers; ``layers[i - 1]`` is the paper's layer i."""
 
     def __init__(self, cfg, num_classes: int):
         super().__init__()
         self.cfg = cfg
-        chans = [cfg.in_channels, *cfg.conv_channels]
-        layers: list[nn.Module] = []
-        for i in range(5):
-            block = [nn.Conv2d(chans[i], chans[i + 1], cfg.conv_kernels[i], cfg.conv_strides[i],
-                               cfg.conv_padding[i], groups=cfg.conv_groups[i])]
-            if i in (0, 1, 4):
-                block += [_pool(cfg)]
-            block += [nn.ReLU(inplace=True)]
-            if i in (0, 1):
-                block += [_lrn(cfg)]
-            layers.append(nn.Sequential(*block))
+        layers = _conv_blocks(cfg)
         self.feature_shape = self._conv_output_shape(nn.Sequential(*layers), cfg)
         flat = math.prod(self.feature_shape)
         units = [flat, *cfg.fc_units]
@@ -62,6 +71,29 @@ class CaffeNet(nn.Module):
         layers.append(nn.Sequential(nn.Linear(units[-1], num_classes)))
         self.layers = nn.ModuleList(layers)
         self.num_classes = num_classes
+
+    @staticmethod
+    def num_layers(cfg) -> int:
+        return NUM_LAYERS
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        """The list lengths, the groups, and that the input survives the convolutions and pools."""
+        for key, length in {**dict.fromkeys(CONV_KEYS, 5), "fc_units": 2}.items():
+            if len(cfg[key]) != length:
+                raise ValueError(f"model.{key}={list(cfg[key])} is not valid; CaffeNet needs {length} values, "
+                                 f"one per {'conv' if length == 5 else 'hidden fully connected'} layer")
+        chans = [cfg.in_channels, *cfg.conv_channels]
+        for i, g in enumerate(cfg.conv_groups):
+            if chans[i] % g or chans[i + 1] % g:
+                raise ValueError(f"model.conv_groups={list(cfg.conv_groups)} is not valid: conv{i + 1} has "
+                                 f"{chans[i]} input and {chans[i + 1]} output channels, not divisible by {g}")
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no arithmetic, no random draws
+                CaffeNet._conv_output_shape(nn.Sequential(*_conv_blocks(cfg)), cfg)
+        except RuntimeError as e:
+            raise ValueError(f"model.input_size={cfg.input_size} is too small for the convolutions and pools "
+                             f"of this model ({str(e).splitlines()[0]})") from None
 
     @staticmethod
     def _conv_output_shape(convs: nn.Module, cfg) -> tuple[int, ...]:
