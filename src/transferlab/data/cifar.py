@@ -20,6 +20,7 @@ import torch
 
 from ..config import ConfigError
 from . import hierarchy as H
+from .sets import ImageSet, first_per_class
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
@@ -138,7 +139,6 @@ def _load_split(cfg, files: list[str], label_key: str, hier: H.Hierarchy | None)
 def load(cfg):
     """Train and test images as uint8 [N, 3, 32, 32] and int64 labels (the test set is the
     validation set, as in the paper's use of ILSVRC's validation set)."""
-    from . import ImageSet, first_per_class
 
     check(cfg)
     train, test, meta = _files(cfg.name)

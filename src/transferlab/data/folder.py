@@ -24,6 +24,7 @@ import torch
 
 from ..config import ConfigError
 from . import hierarchy as H
+from .sets import FileSet, first_per_class
 
 # The original study's man-made classes, by index in sorted-wnid order (551); the other 449
 # are natural. Its code states no rule behind the list (it is not exactly WordNet's artifact
@@ -145,7 +146,6 @@ def _files(cfg, which: str, classes: list[str], per_class) -> tuple[np.ndarray, 
     files = np.array([p[cut:].encode() for p, _ in samples])
     y = torch.tensor([c for _, c in samples], dtype=torch.long)
     if per_class is not None:
-        from . import first_per_class
 
         keep = first_per_class(y, int(per_class))
         files, y = files[keep.numpy()], y[keep]
@@ -154,7 +154,6 @@ def _files(cfg, which: str, classes: list[str], per_class) -> tuple[np.ndarray, 
 
 def load(cfg, classes: list[str]):
     """Train and validation FileSets: every image's path (relative to its split folder) and label."""
-    from . import FileSet
 
     check(cfg, classes)
     out = []
