@@ -3,7 +3,7 @@ feature cache, channels_last; and the benchmark's pieces work."""
 import copy
 
 import pytest
-from conftest import task_setup
+from conftest import task_setup, tiny
 import torch
 from torch import nn
 
@@ -104,11 +104,16 @@ def test_no_cache_for_trainable_prefix_or_random_input(setup):
         feature_batches(model, augmented, 3, "sometimes")
 
 
-def test_feature_batches_draw_like_image_batches(setup):
-    cfg, ds, task, source = setup
+def frozen_with_images(setup, n):
+    """A fresh network with layers 1..n frozen, and batches of 16 training images of task B."""
+    cfg, ds, task, _ = setup
     model = build_model(cfg.model, task.num_classes)
-    freeze_layers(model, 2)
-    images = make_batches(task, ds.mean, ds.std, torch.device("cpu"), 16)
+    freeze_layers(model, n)
+    return model, make_batches(task, ds.mean, ds.std, torch.device("cpu"), 16)
+
+
+def test_feature_batches_draw_like_image_batches(setup):
+    model, images = frozen_with_images(setup, 2)
     feats = feature_batches(model, images, 2, "auto", log=lambda m: None)
     assert isinstance(feats, FeatureBatches) and feats.model_kwargs == {"start": 2}
     assert feats.steps_per_epoch == images.steps_per_epoch
@@ -221,10 +226,7 @@ class BatchDependentPrefix(nn.Module):
 
 
 def test_a_cache_that_is_not_exact_is_refused_unless_forced(setup):
-    cfg, ds, task, _ = setup
-    model = build_model(cfg.model, task.num_classes)
-    freeze_layers(model, 3)
-    images = make_batches(task, ds.mean, ds.std, torch.device("cpu"), 16)
+    model, images = frozen_with_images(setup, 3)
     exact = feature_batches(model, images, 3, "auto", log=lambda m: None)
     assert exact.check == {"max_relative_difference": 0.0, "tolerance": 0.0, "exact": True}
 
@@ -248,13 +250,12 @@ def test_the_cache_check_runs_on_every_device_with_a_tolerance_off_the_cpu():
 def test_the_bench_plain_sweep_trains_the_sweeps_networks(monkeypatch):
     """The plain side of the whole-sweep comparison trains the plan's networks, each cell built
     from the base the plain loop itself trained (its layers 1..n copied, the rest fresh)."""
-    from transferlab import bench
+    from transferlab.bench import sweeps as bench
     from transferlab.cells import plan
 
-    tiny = ["data.num_superclasses=2", "data.classes_per_superclass=3", "data.train_per_class=16",
-            "data.val_per_class=4", "train.epochs=1", "n=1,2"]
+    small = tiny("data.train_per_class=16", "data.val_per_class=4", "n=1,2")
     real_compose = bench.compose
-    monkeypatch.setattr(bench, "compose", lambda ov: real_compose(list(ov) + tiny))
+    monkeypatch.setattr(bench, "compose", lambda ov: real_compose(list(ov) + small))
     seen = {}
 
     def fake_training(model, task, cfg, mean, std, device, epochs, kind="plain"):
@@ -267,7 +268,7 @@ def test_the_bench_plain_sweep_trains_the_sweeps_networks(monkeypatch):
 
     monkeypatch.setattr(bench, "reference_cell", fake_training)
     out = bench.plain_sweep(torch.device("cpu"))
-    names = [c.name for c in plan(real_compose(tiny))]
+    names = [c.name for c in plan(real_compose(small))]
     assert sorted(out["val_top1"]) == sorted(names) and out["networks"] == len(names)
     nets = dict(zip(names, seen.values()))
     w = lambda name, i: nets[name].layers[i - 1][0].weight  # noqa: E731
