@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import without_timing
+from conftest import tiny, without_timing
 
 from transferlab import runner, sweep
 from transferlab.cells import Cell
@@ -24,9 +24,8 @@ from transferlab.train import make_batches, train
 
 # 3 networks (baseA, baseB, A1B) on 6 classes; epochs are ~0.1 s, so a cell of 20 epochs
 # leaves a wide window to kill it between its first checkpoint and its end.
-TINY = ["n=1", "treatments=[transfer]", "data.num_superclasses=2", "data.classes_per_superclass=3",
-        "data.train_per_class=64", "data.val_per_class=8", "train.batch_size=16", "device=cpu",
-        "analyze=false"]
+TINY = tiny("n=1", "treatments=[transfer]", "data.train_per_class=64", "data.val_per_class=8",
+            "train.batch_size=16", "analyze=false")
 
 
 def sweep_cmd(results: Path, *extra: str) -> list[str]:

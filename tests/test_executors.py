@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny
+
 from transferlab import executors, sweep
 from transferlab.config import ConfigError, compose
 from transferlab.executors import local, slurm
 from transferlab.executors import Worker, make_executor, slurm_parameters, squeue_states, worker_config
 from transferlab.store import SweepStore, load_state
 
-TINY = ["n=1,2", "treatments=[selffer,transfer]", "data.num_superclasses=2", "data.classes_per_superclass=3",
-        "data.train_per_class=16", "data.val_per_class=8", "train.batch_size=16", "train.epochs=2",
-        "device=cpu", "analyze=false"]
+TINY = tiny("n=1,2", "treatments=[selffer,transfer]", "data.train_per_class=16", "data.val_per_class=8",
+            "train.batch_size=16", "train.epochs=2", "analyze=false")
 
 
 def results(root: Path) -> dict:
@@ -132,3 +133,17 @@ def test_squeue_states_lists_only_this_sweeps_tasks(monkeypatch):
                         lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing, stderr=""))
     assert squeue_states(["41", "42"]) == {"41_0": "RUNNING", "41_1": "PENDING", "42_3": "PENDING"}
     assert squeue_states([]) == {}
+
+
+def test_workers_take_bases_then_the_networks_that_train_the_most_layers():
+    """Longest-first: a short frozen cell, not a long fine-tuned one, is what ends a sweep."""
+    from transferlab.cells import plan
+    from transferlab.executors.worker import _with_bases, longest_first
+
+    cells = _with_bases(plan(compose(["n=1..3", "directions=[A,B]", "seed=0,1"])))
+    order = longest_first(cells)
+    assert sorted(c.key for c in order) == sorted(c.key for c in cells)
+    assert [c.treatment for c in order[:4]] == ["base"] * 4 and order[4].treatment != "base"
+    frozen = [c.frozen_layers for c in order[4:]]
+    assert frozen == sorted(frozen) and frozen[0] == 0 and frozen[-1] == 3
+    assert order[-1].treatment in ("selffer", "transfer")

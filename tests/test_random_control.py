@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from conftest import tiny
+
 from transferlab.cells import Cell, plan
 from transferlab.config import compose
 from transferlab.models import build_model
 from transferlab.runner import SweepContext, _seed_for, build_cell_model, run_cell
 from transferlab.store import SweepStore, load_state
 
-OVERRIDES = ["data.num_superclasses=2", "data.classes_per_superclass=2", "data.train_per_class=24",
-             "data.val_per_class=6", "train.epochs=1", "train.batch_size=16", "device=cpu"]
+OVERRIDES = tiny("data.classes_per_superclass=2", "data.train_per_class=24", "train.batch_size=16")
 
 
 def test_random_cells_need_no_base_and_are_named_like_the_paper():

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import without_timing
+from conftest import tiny, without_timing
 import torch
 
 from transferlab import sweep
@@ -26,8 +26,7 @@ from transferlab.store import SweepStore, load_state
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm_cluster.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TINY = ["n=1", "treatments=[transfer]", "data.num_superclasses=2", "data.classes_per_superclass=3",
-        "data.val_per_class=8", "train.batch_size=16", "device=cpu", "analyze=false"]
+TINY = tiny("n=1", "treatments=[transfer]", "data.val_per_class=8", "train.batch_size=16", "analyze=false")
 SLURM = ["launcher=slurm", "launcher.partition=debug", "launcher.gpus_per_task=0", "launcher.cpus_per_task=1",
          "launcher.timeout_min=10", "launcher.poll_s=1"]
 
