@@ -134,16 +134,3 @@ def test_squeue_states_lists_only_this_sweeps_tasks(monkeypatch):
     assert squeue_states(["41", "42"]) == {"41_0": "RUNNING", "41_1": "PENDING", "42_3": "PENDING"}
     assert squeue_states([]) == {}
 
-
-def test_workers_take_bases_then_the_networks_that_train_the_most_layers():
-    """Longest-first: a short frozen cell, not a long fine-tuned one, is what ends a sweep."""
-    from transferlab.cells import plan
-    from transferlab.executors.worker import _with_bases, longest_first
-
-    cells = _with_bases(plan(compose(["n=1..3", "directions=[A,B]", "seed=0,1"])))
-    order = longest_first(cells)
-    assert sorted(c.key for c in order) == sorted(c.key for c in cells)
-    assert [c.treatment for c in order[:4]] == ["base"] * 4 and order[4].treatment != "base"
-    frozen = [c.frozen_layers for c in order[4:]]
-    assert frozen == sorted(frozen) and frozen[0] == 0 and frozen[-1] == 3
-    assert order[-1].treatment in ("selffer", "transfer")

@@ -72,14 +72,6 @@ def _with_bases(cells: list[Cell]) -> list[Cell]:
     return out + [c for c in cells if c not in out]
 
 
-def longest_first(cells: list[Cell]) -> list[Cell]:
-    """The order workers take networks in: bases, then by how many layers a network trains,
-    most first (fine-tuned cells, then frozen ones by n). Longest-first list scheduling: the
-    short frozen cells fill the end instead of one long network training alone while the other
-    workers idle. Ties keep the plan's order."""
-    return sorted(cells, key=lambda c: (c.treatment != "base", c.frozen_layers))
-
-
 def _fail_without_training(store: SweepStore, cell: Cell, run_id: str, reason: str) -> None:
     atomic_write_json(store.record_path(cell.key), {
         "status": "failed", **cell.as_dict(), "run_id": run_id, "error": reason,
@@ -184,7 +176,7 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print, should_stop=None, 
     ``once``: shared by the workers of one process, so each skip is announced once.
     """
     loop = _Loop(ctx, cells, run_id, say, should_stop, parallel, once or Once())
-    queue = longest_first(loop.everything)
+    queue = list(loop.everything)
     while queue and not loop.stopping():
         waiting = [(c, key) for c in queue if not loop.stopping() and (key := loop.attempt(c)) is not None]
         queue = [c for c, _ in waiting]
