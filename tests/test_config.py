@@ -85,6 +85,7 @@ def test_parse_axis_forms(value, expected):
     ("n=1,3,5", [1, 3, 5]),
     ("n=[1,3,5]", [1, 3, 5]),
     ("n='2..3'", [2, 3]),
+    ("n=all", [1, 2, 3, 4, 5, 6, 7]),
 ])
 def test_n_from_the_command_line(override, expected):
     cfg = compose([override])
@@ -195,7 +196,7 @@ def test_writable_check_leaves_nothing_behind(tmp_path):
 CLI_BAD = [(ov, [named, "1..7"]) for ov, named in BAD_N[:6]] + [
     ("data=imagenet2", ["'imagenet2'", "synthetic", "cifar100"]),
     ("split=halves", ["'halves'", "random", "dissimilar"]),
-    ("model=resnet50", ["'resnet50'", "caffenet", "caffenet_cifar"]),
+    ("model=resnet51", ["'resnet51'", "caffenet", "caffenet_cifar", "resnet50", "vit_tiny"]),
     ("treatments=[transfer,nope]", ["'nope'", "transfer_ft"]),
     ("directions=[X]", ["'X'", "A, B"]),
     ("device=gpu", ["'gpu'", "cuda"]),

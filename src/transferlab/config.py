@@ -82,14 +82,17 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def parse_axis(value, name: str, lo: int | None = None, hi: int | None = None) -> list[int]:
-    """Parse a sweep axis: an int, a list of ints, ``"a..b"`` (inclusive) or ``"a,b,c"``.
+    """Parse a sweep axis: an int, a list of ints, ``"a..b"`` (inclusive), ``"a,b,c"`` or, where
+    the axis has both bounds (n: 1..L-1 of the model), ``"all"``.
 
     Returns the sorted unique values; raises ConfigError naming the bad value and the
     allowed range.
     """
     allowed = "an integer, a range like 1..7 or a list like 1,3,5"
     if lo is not None and hi is not None:
-        allowed += f", each in {lo}..{hi}"
+        allowed += f", each in {lo}..{hi} (or all)"
+        if value == "all":
+            return list(range(lo, hi + 1))
     elif lo is not None:
         allowed += f", each >= {lo}"
     if isinstance(value, bool):

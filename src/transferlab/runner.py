@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from . import __version__
 from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
-from .models import build_model, copy_layers, freeze_layers, num_weight_layers
+from .models import build_model, copy_layers, freeze_layers, num_weight_layers, unit_names
 from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state, timestamp
 from .batches import make_batches
 from .train import TrainingDiverged, device_name, resolve_device, train
@@ -164,6 +164,7 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
                   "data": int(cfg.data.get("seed", 0))},
         "source_key": cell.base_dependency.key if cell.base_dependency else None,
         "num_layers": num_weight_layers(cfg.model),
+        "architecture": cfg.model.name, "units": unit_names(cfg.model),
         "device": str(ctx.device), "device_name": device_name(ctx.device),
         "host": socket.gethostname(), **git_state(), "versions": versions(),
         "launcher": cfg.launcher.name,

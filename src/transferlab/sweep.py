@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from .cells import Cell, plan
 from .config import ConfigError, compose, results_root, sweep_name, validate
 from .executors import LaunchError, make_executor, new_run_id, summarize
+from .models import check_model, unit_names
 from .store import SweepStore, atomic_write_json, check_writable
 
 # Config keys that do not change what a cell computes: they may differ between runs of one sweep.
@@ -115,7 +116,18 @@ def merge_splits(path, new: dict) -> dict:
     return {**new, "splits": dict(sorted(merged.items(), key=lambda kv: int(kv[0])))}
 
 
-def check_input_size(cfg, ds) -> None:
+def fit_input_size(cfg, ds) -> None:
+    """model.input_size null takes the data's image size (then the model's shapes are checked
+    at that size); a size given must be the data's."""
+    if cfg.model.input_size is None:
+        if ds.image_size is None:
+            raise ConfigError(f"model.input_size is null (the data's size) but data={ds.name} does not say "
+                              "its image size; set model.input_size")
+        cfg.model.input_size = int(ds.image_size)
+        try:
+            check_model(cfg.model)
+        except ValueError as e:
+            raise ConfigError(f"{e} (the image size of data={ds.name})") from None
     if ds.image_size is not None and ds.image_size != cfg.model.input_size:
         raise ConfigError(
             f"data={ds.name} gives {ds.image_size}x{ds.image_size} images but the model takes "
@@ -152,6 +164,7 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
     print("  per treatment: " + ", ".join(f"{k} {v}" for k, v in per.items()))
 
 
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
@@ -172,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         store, cells = SweepStore(results_root(cfg)), plan(cfg)
         ctx = SweepContext(cfg, store)
         splits = splits_table(ctx, cells)  # also checks that the split can be made
-        check_input_size(cfg, ctx.dataset)
+        fit_input_size(cfg, ctx.dataset)
         if not cfg.dry_run:
             ctx.dataset.check()  # the files are there (or downloaded), before any training
         executor = make_executor(cfg)
@@ -182,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"sweep {sweep_name(cfg)} -> {store.root} on {ctx.device}", flush=True)
+    names = unit_names(cfg.model)
+    print(f"n counts the {len(names)} units of {cfg.model.name}: "
+          + ", ".join(f"{i} {u}" for i, u in enumerate(names, 1)), flush=True)
     if cfg.dry_run:
         print_plan(cells, store, splits)
         print(f"wrote {store.root / 'splits.json'}")

@@ -98,7 +98,7 @@ def fast_path(cfg, device: torch.device) -> dict:
 
 def compiled(model, backend: str = "inductor"):
     """``torch.compile(model)``, compiled once per shape. Dynamo keys its graphs on
-    ``CaffeNet.forward``'s code with parameters as graph inputs, so every later cell with the
+    ``UnitNet.forward``'s code with parameters as graph inputs, so every later cell with the
     same shapes, frozen prefix and entry layer reuses a graph; a sweep needs up to ~2L graphs."""
     import torch._dynamo
 

@@ -18,8 +18,10 @@ from torch import nn
 
 from .dropout import Dropout
 from .lrn import LocalResponseNorm
+from .units import UnitNet
 
 NUM_LAYERS = 8
+UNIT_NAMES = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 
 
 def _pool(cfg) -> nn.MaxPool2d:
@@ -51,15 +53,13 @@ def _conv_blocks(cfg) -> list[nn.Module]:
     return blocks
 
 
-class CaffeNet(nn.Module):
+class CaffeNet(UnitNet):
     """5 conv + 3 fully connected weight layers; ``layers[i - 1]`` is the paper's layer i."""
 
     def __init__(self, cfg, num_classes: int):
-        super().__init__()
-        self.cfg = cfg
         layers = _conv_blocks(cfg)
-        self.feature_shape = self._conv_output_shape(nn.Sequential(*layers), cfg)
-        flat = math.prod(self.feature_shape)
+        feature_shape = self._conv_output_shape(nn.Sequential(*layers), cfg)
+        flat = math.prod(feature_shape)
         units = [flat, *cfg.fc_units]
         for i in range(2):
             layers.append(nn.Sequential(
@@ -69,8 +69,8 @@ class CaffeNet(nn.Module):
                 Dropout(cfg.dropout),
             ))
         layers.append(nn.Sequential(nn.Linear(units[-1], num_classes)))
-        self.layers = nn.ModuleList(layers)
-        self.num_classes = num_classes
+        super().__init__(layers, UNIT_NAMES)
+        self.cfg, self.feature_shape, self.num_classes = cfg, feature_shape, num_classes
 
     @staticmethod
     def num_layers(cfg) -> int:
@@ -100,23 +100,6 @@ class CaffeNet(nn.Module):
         with torch.no_grad():
             x = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
             return tuple(convs(x).shape[1:])
-
-    def forward(self, x: torch.Tensor, start: int = 0, no_grad_prefix: int = 0) -> torch.Tensor:
-        """Run layers ``start+1..8``. The first ``no_grad_prefix`` layers (frozen ones) run
-        without building an autograd graph: they cost one forward pass, no backward."""
-        for i in range(start, NUM_LAYERS):
-            if i < no_grad_prefix:
-                with torch.no_grad():
-                    x = self.layers[i](x)
-            else:
-                x = self.layers[i](x)
-        return x
-
-    def forward_prefix(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """Activations after layer n (for cached features of a frozen prefix)."""
-        for i in range(n):
-            x = self.layers[i](x)
-        return x
 
 
 def weight_layer(layer: nn.Sequential) -> nn.Module:

@@ -92,8 +92,9 @@ def _check_value(path: str, value, tp, meta) -> None:
     if meta.get("auto") and value == "auto":
         return
     ok, words = _type_ok(value, tp)
-    if bounds:
-        words += " " + " and ".join(f"{_BOUND_WORDS[b]} {x}" for b, x in bounds.items())
+    if bounds:  # "an integer >= 1 or null", not "an integer or null >= 1"
+        base, null = (words[:-8], " or null") if words.endswith(" or null") else (words, "")
+        words = base + " " + " and ".join(f"{_BOUND_WORDS[b]} {x}" for b, x in bounds.items()) + null
     if meta.get("auto"):
         words = f"auto or {words}"
     if not ok or not _in_bounds(value, bounds):

@@ -110,6 +110,30 @@ class CaffeNetModel:
 
 
 @dataclass
+class VggModel:                # torchvision's VGG, its weight layers the units
+    name: str = choice("vgg11", "vgg16", default="vgg11")
+    input_size: Optional[int] = count(None)   # pixels; null: the data's image size
+    dropout: float = num(0.5, ge=0, lt=1)
+
+
+@dataclass
+class ResNetModel:             # torchvision's ResNet: stem, residual blocks, head
+    name: str = choice("resnet18", "resnet50", "resnet18_cifar", default="resnet18")
+    input_size: Optional[int] = count(None)
+
+
+@dataclass
+class VitModel:                # torchvision's VisionTransformer: embedding, encoder blocks, head
+    name: str = choice("vit_b_16", "vit_tiny", default="vit_tiny")
+    input_size: Optional[int] = count(None)
+    patch_size: int = count(4)   # pixels
+    num_layers: int = count(6)   # encoder blocks
+    num_heads: int = count(3)
+    hidden_dim: int = count(192)
+    mlp_dim: int = count(768)
+
+
+@dataclass
 class Split:
     name: str = choice("random", "dissimilar", default="random")
     seed: Any = 0              # an axis: 0, 0..3 or 0,2
@@ -201,7 +225,8 @@ class Root:
 GROUP_SCHEMAS = {
     "data": {"synthetic": SyntheticData, "cifar10": CifarData, "cifar100": CifarData,
              "imagefolder": FolderData, "imagenet": FolderData},
-    "model": {"caffenet": CaffeNetModel},
+    "model": {"caffenet": CaffeNetModel, "vgg11": VggModel, "vgg16": VggModel, "resnet18": ResNetModel,
+              "resnet50": ResNetModel, "resnet18_cifar": ResNetModel, "vit_b_16": VitModel, "vit_tiny": VitModel},
     "launcher": {"local": LocalLauncher, "submitit_local": SubmititLocalLauncher, "slurm": SlurmLauncher},
 }
 FIXED_SCHEMAS = {"split": Split, "train": Train}
