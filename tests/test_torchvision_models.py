@@ -120,6 +120,8 @@ def test_shapes_are_checked_before_anything_is_written(tmp_path, capsys):
         validate(compose(["model=vit_tiny", "model.input_size=18"]))
     with pytest.raises(ConfigError, match="model.hidden_dim=100 is not a multiple of model.num_heads=3"):
         validate(compose(["model=vit_tiny", "model.input_size=16", "model.hidden_dim=100"]))
+    with pytest.raises(ConfigError, match="model.hidden_dim=100 is not a multiple"):  # before the data's size is known
+        validate(compose(["model=vit_tiny", "model.hidden_dim=100"]))
 
 
 @pytest.mark.parametrize("arch, n", [("resnet18_cifar", "1,4"), ("vit_tiny", "1,4")])

@@ -164,7 +164,6 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
     print("  per treatment: " + ", ".join(f"{k} {v}" for k, v in per.items()))
 
 
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):

@@ -131,11 +131,11 @@ def unit_names(cfg) -> list[str]:
 def check_config(cfg) -> None:
     """The input survives the network (VGG's five pools need 32 pixels; a ViT's patches must
     tile the image), checked on the meta device."""
+    if cfg.name in VITS and cfg.hidden_dim % cfg.num_heads:
+        raise ValueError(f"model.hidden_dim={cfg.hidden_dim} is not a multiple of model.num_heads={cfg.num_heads}")
     if cfg.input_size is None:  # follows the data: checked once the sweep knows its image size
         return
     size = int(cfg.input_size)
-    if cfg.name in VITS and cfg.hidden_dim % cfg.num_heads:
-        raise ValueError(f"model.hidden_dim={cfg.hidden_dim} is not a multiple of model.num_heads={cfg.num_heads}")
     if cfg.name in VITS and size % int(cfg.patch_size):
         raise ValueError(f"model.input_size={size} is not a multiple of model.patch_size={cfg.patch_size}; "
                          "the patches must tile the image")

@@ -3,6 +3,7 @@ choices and bounds, each message naming the key and what is allowed."""
 from __future__ import annotations
 
 import difflib
+import operator
 import typing
 from dataclasses import fields, is_dataclass
 from typing import Any, Dict, List
@@ -73,13 +74,13 @@ def did_you_mean(key: str) -> str:
     return f" (did you mean {' or '.join(close[:3])}?)" if close else ""
 
 
-_BOUND_WORDS = {"ge": ">=", "gt": ">", "lt": "<"}
+# A bound's words and its test.
+BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt)}
 
 
 def _in_bounds(value, bounds: dict) -> bool:
     values = value if isinstance(value, list) else [value]
-    return all(v is None or ((b != "ge" or v >= x) and (b != "gt" or v > x) and (b != "lt" or v < x))
-               for v in values for b, x in bounds.items())
+    return all(v is None or BOUNDS[b][1](v, x) for v in values for b, x in bounds.items())
 
 
 def _check_value(path: str, value, tp, meta) -> None:
@@ -94,7 +95,7 @@ def _check_value(path: str, value, tp, meta) -> None:
     ok, words = _type_ok(value, tp)
     if bounds:  # "an integer >= 1 or null", not "an integer or null >= 1"
         base, null = (words[:-8], " or null") if words.endswith(" or null") else (words, "")
-        words = base + " " + " and ".join(f"{_BOUND_WORDS[b]} {x}" for b, x in bounds.items()) + null
+        words = base + " " + " and ".join(f"{BOUNDS[b][0]} {x}" for b, x in bounds.items()) + null
     if meta.get("auto"):
         words = f"auto or {words}"
     if not ok or not _in_bounds(value, bounds):
