@@ -160,3 +160,11 @@ def test_what_the_schema_cannot_say_is_refused_before_the_sweep_folder_is_writte
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"error: {named}"), err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_key_of_another_option_of_the_group_says_which_options_have_it():
+    with pytest.raises(ConfigError) as e:
+        compose(["model=resnet18_cifar", "model.dropout=0.5"])
+    assert str(e.value) == "model.dropout is not a key of the model chosen; only model=caffenet, vgg11, vgg16 have it"
+    with pytest.raises(ConfigError, match=r"^data.augment.crop is not a key of the data chosen; only data=imagefolder, imagenet"):
+        compose(["data.augment.crop=8"])

@@ -75,7 +75,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         text = str(e)
         if text.startswith("Could not override '"):  # Hydra's hint (+key=...) would be read by nothing
             key = text.split("'")[1]
-            raise ConfigError(f"{key} is not a config key{schema.did_you_mean(key)}") from None
+            raise ConfigError(schema.not_a_key(key)) from None
         raise ConfigError(f"bad override: {e}") from None
     schema.check(cfg)
     return cfg

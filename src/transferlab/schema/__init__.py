@@ -15,8 +15,8 @@ allowed ones.
 """
 from __future__ import annotations
 
-from .check import ConfigError, check, check_group, did_you_mean, known_keys
+from .check import ConfigError, check, check_group, did_you_mean, known_keys, not_a_key
 from .groups import FIXED_SCHEMAS, GROUP_SCHEMAS, SWITCH, Root, choice, count, num, sizes
 
 __all__ = ["FIXED_SCHEMAS", "GROUP_SCHEMAS", "SWITCH", "ConfigError", "Root", "check", "check_group",
-           "choice", "count", "did_you_mean", "known_keys", "num", "sizes"]
+           "choice", "count", "did_you_mean", "known_keys", "not_a_key", "num", "sizes"]

@@ -74,6 +74,16 @@ def did_you_mean(key: str) -> str:
     return f" (did you mean {' or '.join(close[:3])}?)" if close else ""
 
 
+def not_a_key(path: str) -> str:
+    """Why ``path`` is refused: a key of other options of its group (model.dropout with
+    model=resnet18), or no key at all, with a did-you-mean."""
+    group = path.split(".", 1)[0]
+    owners = [name for name, s in GROUP_SCHEMAS.get(group, {}).items() if path in known_keys(s, f"{group}.")]
+    if owners:
+        return f"{path} is not a key of the {group} chosen; only {group}={', '.join(owners)} have it"
+    return f"{path} is not a config key{did_you_mean(path)}"
+
+
 # A bound's words and its test.
 BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt)}
 
@@ -108,7 +118,7 @@ def _check_node(node: dict, schema, prefix: str) -> None:
     for key, value in node.items():
         path = f"{prefix}{key}"
         if key not in by_name:
-            raise ConfigError(f"{path} is not a config key{did_you_mean(path)}")
+            raise ConfigError(not_a_key(path))
         tp = hints[key]
         if is_dataclass(tp):
             if not isinstance(value, dict):
