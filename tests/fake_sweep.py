@@ -27,7 +27,7 @@ def accuracy(cell: Cell) -> float:
     base = 0.60 + 0.01 * cell.split_seed + 0.005 * cell.seed + (0.02 if cell.target == "B" else 0.0)
     n, t = cell.n, cell.treatment
     drop = {"base": 0.0, "selffer": 0.02 * (n == 2), "selffer_ft": -0.002 * n, "transfer": 0.02 * (n == 2) + 0.03 * n,
-            "transfer_ft": -0.01 - 0.002 * n, "random": 0.1 * n}[t]
+            "transfer_ft": -0.01 - 0.002 * n, "random": 0.1 * n, "pretrained": 0.01 * n, "pretrained_ft": -0.015}[t]
     if cell.split == "dissimilar" and t == "transfer":
         drop *= 2
     return round(base - drop, 4)

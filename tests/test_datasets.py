@@ -194,7 +194,8 @@ HIERARCHY = {"superclasses": {"animals": ["cat", "dog"], "vehicles": ["car", "sh
 
 
 def folder_cfg(root, *overrides):
-    return data_cfg("data=imagefolder", f"data.root={root}", *overrides)
+    """The files path (DataLoader workers); test_folder_memory.py tests the in-memory one."""
+    return data_cfg("data=imagefolder", f"data.root={root}", "data.memory_gb=0", *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 from conftest import tiny
 
-from transferlab import executors, sweep
+from transferlab import executors, machine, sweep
 from transferlab.config import ConfigError, compose
 from transferlab.executors import local, slurm
 from transferlab.executors import Worker, make_executor, slurm_parameters, squeue_states, worker_config
@@ -91,7 +91,7 @@ def test_networks_side_by_side_in_one_process_match_one_at_a_time(tmp_path, caps
 
 
 def test_local_workers_auto_is_cores_over_threads_on_a_cpu(monkeypatch):
-    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert executors.local_workers(compose([]), cpu) == 8
     assert executors.local_workers(compose(["train.threads=2"]), cpu) == 4

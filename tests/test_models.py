@@ -114,11 +114,11 @@ def expected_sizes(m) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("preset, input_size", [("caffenet", 16), ("caffenet_cifar", 32),
-                                                ("caffenet_imagenet", 227)])
-def test_output_shapes_of_every_preset(preset, input_size):
-    m = compose([f"model={preset}"]).model
-    assert m.input_size == input_size
+@pytest.mark.parametrize("preset, data, input_size", [("caffenet", "synthetic", 16), ("caffenet_cifar", "cifar100", 32),
+                                                      ("caffenet_imagenet", "imagenet", 227)])
+def test_output_shapes_of_every_preset(preset, data, input_size):
+    m = compose([f"model={preset}", f"data={data}"]).model
+    assert m.input_size == input_size  # follows the data
     model = build_model(m, num_classes=11).eval()
     x = torch.randn(2, 3, input_size, input_size)  # a tiny batch: the ImageNet preset is big
     sizes = expected_sizes(m)
@@ -135,7 +135,7 @@ def test_output_shapes_of_every_preset(preset, input_size):
 
 def test_imagenet_preset_has_caffenets_feature_maps():
     """227 -> conv1 55 -> pool 27 -> conv2, pool 13 -> 13 -> 13 -> pool 6; grouped convs."""
-    m = compose(["model=caffenet_imagenet"]).model
+    m = compose(["model=caffenet_imagenet", "data=imagenet"]).model
     model = build_model(m, num_classes=500).eval()
     x = torch.zeros(1, 3, 227, 227)
     with torch.no_grad():

@@ -42,18 +42,17 @@ def bad_value(tp, choices) -> str:
     return "not_allowed_zz"  # Any: ranges and forms checked by config.validate / the launchers
 
 
-def out_of_bounds(tp, bounds) -> str:
-    """An override value of the right type just outside the key's bounds."""
-    b, x = next(iter(bounds.items()))
-    v = x if b in ("gt", "lt") else x - 1
+def out_of_bounds(tp, b, x) -> str:
+    """An override value of the right type just outside the key's bound ``b`` (ge, gt, lt, le) ``x``."""
+    v = x if b in ("gt", "lt") else x - 1 if b == "ge" else x + 1
     return f"[{v}]" if typing.get_origin(tp) in (list, List) else str(v)
 
 
 CASES = [(g, o, key, bad_value(tp, meta.get("choices"))) for g, o in OPTIONS
          for key, tp, meta in leaf_fields(option_schema(g, o))
          if key != "name"]  # a group's name is the option itself (test_config checks unknown options)
-BOUNDED = [(g, o, key, out_of_bounds(tp, meta["bounds"])) for g, o in OPTIONS
-           for key, tp, meta in leaf_fields(option_schema(g, o)) if meta.get("bounds")]
+BOUNDED = [(g, o, key, out_of_bounds(tp, b, x)) for g, o in OPTIONS   # every bound of every key
+           for key, tp, meta in leaf_fields(option_schema(g, o)) for b, x in meta.get("bounds", {}).items()]
 
 
 def check_everything(overrides):
@@ -151,7 +150,7 @@ def test_the_schema_knows_every_key_the_shipped_configs_set():
     (["model.conv_groups=[5,1,1,1,1]"], "model.conv_groups=[5, 1, 1, 1, 1] is not valid: conv1 has 3 input"),
     (["model.input_size=4", "data.image_size=4"], "model.input_size=4 is too small for the convolutions"),
     (["train.schedule=step"], "train.schedule=step needs train.step_every_epochs > 0"),
-    (["data=imagefolder", "data.augment.crop=300"], "data.augment.crop=300 is larger than data.augment.resize=256"),
+    (["data=imagenet", "data.augment.crop=300"], "data.augment.crop=300 is larger than data.augment.resize=256"),
 ])
 def test_what_the_schema_cannot_say_is_refused_before_the_sweep_folder_is_written(tmp_path, capsys, overrides, named):
     """One key against another, and the model's shapes (built on the meta device: nothing computed)."""

@@ -105,10 +105,11 @@ def test_copy_freeze_reinit_and_train(arch, size, L):
 
 @pytest.mark.parametrize("arch, size, L", ARCHS, ids=IDS)
 def test_n_is_checked_against_the_models_units(arch, size, L):
-    validate(compose([f"model={arch}", f"n=1..{L - 1}"]))
-    assert sorted({c.n for c in plan(compose([f"model={arch}", "n=all"])) if c.n}) == list(range(1, L))
+    data = f"data.image_size={size}"
+    validate(compose([f"model={arch}", f"n=1..{L - 1}", data]))
+    assert sorted({c.n for c in plan(compose([f"model={arch}", "n=all", data])) if c.n}) == list(range(1, L))
     with pytest.raises(ConfigError) as e:
-        validate(compose([f"model={arch}", f"n={L}"]))
+        validate(compose([f"model={arch}", f"n={L}", data]))
     assert f"1..{L - 1}" in str(e.value)
 
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import FileSet, ImageSet, Task
+from .data.folder import read_resized
+from .machine import cpu_cores
 
 
 class BatchSource(Protocol):
@@ -28,27 +30,30 @@ class BatchSource(Protocol):
     def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
-def augment(x: torch.Tensor, crop_padding: int, flip: bool, g: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, batched, on x's device: both are one
-    gather from the padded images (each output pixel's source row and column), which is 20x
-    faster on a CPU than advanced indexing followed by ``where(flip(x), x)``."""
+def augment(x: torch.Tensor, crop_padding: int, flip: bool, g: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop (default: the images' own size) of the zero-padded
+    images and a horizontal flip, batched, on x's device: both are one gather from the padded
+    images (each output pixel's source row and column), which is 20x faster on a CPU than
+    advanced indexing followed by ``where(flip(x), x)``."""
     B, C, H, W = x.shape
     p = int(crop_padding)
-    if p:
-        oy = torch.randint(0, 2 * p + 1, (B,), generator=g, device=g.device).to(x.device)
-        ox = torch.randint(0, 2 * p + 1, (B,), generator=g, device=g.device).to(x.device)
+    Sy, Sx = (H, W) if size is None else (int(size), int(size))   # the output's side
+    span_y, span_x = H + 2 * p - Sy, W + 2 * p - Sx                  # offsets 0..span of its corner
+    if span_y or span_x:
+        oy = torch.randint(0, span_y + 1, (B,), generator=g, device=g.device).to(x.device)
+        ox = torch.randint(0, span_x + 1, (B,), generator=g, device=g.device).to(x.device)
     else:
         oy = ox = torch.zeros(B, dtype=torch.long, device=x.device)
-    cols = torch.arange(W, device=x.device).expand(B, W)
+    cols = torch.arange(Sx, device=x.device).expand(B, Sx)
     if flip:
         mask = (torch.rand(B, generator=g, device=g.device) < 0.5).to(x.device)
-        cols = torch.where(mask[:, None], W - 1 - cols, cols)
-    elif not p:
+        cols = torch.where(mask[:, None], Sx - 1 - cols, cols)
+    elif not (span_y or span_x) and (Sy, Sx) == (H, W):
         return x
-    rows = oy[:, None] + torch.arange(H, device=x.device)
-    src = (rows[:, :, None] * (W + 2 * p) + (ox[:, None] + cols)[:, None, :]).view(B, 1, H * W)
+    rows = oy[:, None] + torch.arange(Sy, device=x.device)
+    src = (rows[:, :, None] * (W + 2 * p) + (ox[:, None] + cols)[:, None, :]).view(B, 1, Sy * Sx)
     xp = F.pad(x, (p, p, p, p)) if p else x
-    return xp.reshape(B, C, -1).gather(2, src.expand(B, C, H * W)).view(B, C, H, W)
+    return xp.reshape(B, C, -1).gather(2, src.expand(B, C, Sy * Sx)).view(B, C, Sy, Sx)
 
 
 class TensorBatches:
@@ -61,15 +66,24 @@ class TensorBatches:
     model_kwargs: dict = {}
 
     def __init__(self, train: ImageSet, val: ImageSet, mean, std, device: torch.device,
-                 batch_size: int, crop_padding: int = 0, flip: bool = False):
+                 batch_size: int, crop_padding: int = 0, flip: bool = False, crop: int | None = None):
         self.train, self.val = train, val
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=device).view(shape)
         self.std = torch.tensor(std, device=device).view(shape)
         self.device, self.batch_size = device, int(batch_size)
+        # crop: the side of the training crops (image folders: data.augment.crop of images held
+        # at data.augment.resize); None: the images' own side.
+        side = train.x.shape[-1]
         self.crop_padding, self.flip = int(crop_padding), bool(flip)
+        self.crop = None if crop is None or int(crop) == side else int(crop)
         # Drop the last partial batch: every step sees the same batch size.
         self.steps_per_epoch = max(1, len(train) // self.batch_size)
+
+    @property
+    def deterministic(self) -> bool:
+        """Every epoch feeds the very same images (no random crop or flip)."""
+        return not (self.crop_padding or self.flip or self.crop)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float().div_(255) - self.mean) / self.std
@@ -80,8 +94,8 @@ class TensorBatches:
         for b in range(self.steps_per_epoch):
             idx = perm[b * B:(b + 1) * B]
             x = self.train.x[idx]
-            if self.crop_padding or self.flip:
-                x = augment(x, self.crop_padding, self.flip, g)
+            if not self.deterministic:
+                x = augment(x, self.crop_padding, self.flip, g, self.crop)
             yield self.normalise(x), self.train.y[idx]
 
     def eval_batches(self, batch_size: int = 1000):
@@ -120,10 +134,8 @@ class _Decoded(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         import numpy as np
-        from PIL import Image
 
-        with Image.open(self.s.path(i)) as im:
-            a = np.asarray(im.convert("RGB").resize((self.resize, self.resize), Image.BILINEAR))
+        a = read_resized(self.s.path(i), self.resize)
         r, c = self.resize, self.crop
         if self.seed is None:
             oy = ox = (r - c) // 2
@@ -159,7 +171,7 @@ class LoaderBatches:
     def _loader(self, s: FileSet, batch_size: int, seed: int | None):
         from torch.utils.data import DataLoader
 
-        workers = int(s.num_workers)
+        workers = min(int(s.num_workers), cpu_cores())  # more processes than cores only contend
         return DataLoader(
             _Decoded(s, self.resize, self.crop, self.flip, seed), batch_size=batch_size,
             shuffle=seed is not None, drop_last=seed is not None and len(s) >= batch_size,
@@ -187,7 +199,8 @@ def make_batches(task: Task, mean, std, device: torch.device, batch_size: int,
     if isinstance(task.train, FileSet):
         return LoaderBatches(task.train, task.val, mean, std, device, batch_size,
                              augment_cfg.resize, augment_cfg.crop, augment_cfg.flip)
-    crop = int(augment_cfg.crop_padding) if augment_cfg is not None else 0
-    flip = bool(augment_cfg.flip) if augment_cfg is not None else False
+    aug = augment_cfg if augment_cfg is not None else {}
+    padding = int(aug.get("crop_padding", 0))
+    crop = int(aug["crop"]) if "crop" in aug else None  # an image folder decoded into memory
     return TensorBatches(on_device(task.train, device), on_device(task.val, device), mean, std,
-                         device, batch_size, crop, flip)
+                         device, batch_size, padding, bool(aug.get("flip", False)), crop)

@@ -25,7 +25,8 @@ class Cell:
 
     @property
     def source(self) -> str | None:
-        """Where layers 1..n come from: a task name, "random", or None for a base."""
+        """Where layers 1..n come from: a task name, "random", "pretrained" (model.weights), or
+        None for a base."""
         rule = T.BY_NAME[self.treatment].source
         return {"own": self.target, "other": other(self.target)}.get(rule, rule)
 
@@ -40,10 +41,11 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """The paper's name: baseB, B3B, A3B+, and R3B for the random-weights control."""
+        """The paper's name: baseB, B3B, A3B+; R3B for the random-weights control, P3B for a
+        pretrained source."""
         if self.treatment == "base":
             return f"base{self.target}"
-        src = "R" if self.source == "random" else self.source
+        src = {"random": "R", "pretrained": "P"}.get(self.source, self.source)
         return f"{src}{self.n}{self.target}{'+' if self.finetune else ''}"
 
     @property
@@ -53,8 +55,8 @@ class Cell:
 
     @property
     def base_dependency(self) -> "Cell | None":
-        """The base network this cell copies its first n layers from."""
-        if self.source in (None, "random"):
+        """The base network this cell copies its first n layers from (None: no base of the sweep)."""
+        if self.source not in ("A", "B"):
             return None
         return Cell("base", self.source, 0, self.split, self.split_seed, self.seed)
 

@@ -135,6 +135,22 @@ def _choice(cfg: DictConfig, key: str, allowed: Iterable) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; allowed: {', '.join(shown)}")
 
 
+def _pretrained_source(cfg: DictConfig) -> None:
+    """Pretrained treatments need model.weights; a path there is made absolute (workers and later
+    runs may start elsewhere), a torchvision weights name stays a name."""
+    from . import treatments as T
+    from .models.pretrained import is_weights_name
+
+    wants = [t for t in cfg.treatments if t in T.BY_NAME and T.BY_NAME[t].source == "pretrained"]
+    weights = cfg.model.get("weights")
+    if wants and not weights:
+        raise ConfigError(f"treatments {', '.join(wants)} copy units 1..n from a pretrained network, but "
+                          f"model.weights is not set: set model.weights=<a state_dict file (.pth/.pt) of "
+                          f"{cfg.model.name}> or a torchvision weights name such as IMAGENET1K_V1")
+    if weights and not is_weights_name(str(weights)):
+        cfg.model.weights = str(Path(os.path.expanduser(str(weights))).absolute())
+
+
 def validate(cfg: DictConfig) -> None:
     """Check everything that can be checked without touching data or training: the schema, then
     what it cannot say (axes against the model's layers, one key against another, shapes)."""
@@ -142,8 +158,9 @@ def validate(cfg: DictConfig) -> None:
     from .models import check_model, num_weight_layers
 
     schema.check(cfg)  # again: a config may come from elsewhere than compose()
+    _pretrained_source(cfg)
     try:
-        check_model(cfg.model)
+        check_model(cfg.model)  # model.weights too: the file is there, loads and fits the model
     except ValueError as e:
         raise ConfigError(str(e)) from None
     L = num_weight_layers(cfg.model)
@@ -170,13 +187,37 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("train.schedule=step needs train.step_every_epochs > 0 (the epochs between "
                           f"steps of x train.step_gamma); it is {cfg.train.step_every_epochs!r}")
     aug = cfg.data.augment
-    if "crop" in aug and aug.crop > aug.resize:
+    if "crop" in aug and "auto" not in (aug.crop, aug.resize) and aug.crop > aug.resize:  # auto: data/folder.py
         raise ConfigError(f"data.augment.crop={aug.crop} is larger than data.augment.resize={aug.resize}; "
                           "the random crop is taken from the resized image")
     if cfg.name is not None and (not re.fullmatch(r"[A-Za-z0-9._=+-]+", str(cfg.name)) or str(cfg.name) in (".", "..")):
         raise ConfigError(
             f"name={cfg.name!r} is not a valid sweep folder name; use letters, digits and . _ = + -"
         )
+
+
+def fit_to_data(cfg: DictConfig, ds) -> None:
+    """Write what the dataset worked out from its files (auto image sizes) into cfg.data; the
+    model's input size follows the data (model.input_size is ${data.image_size} unless set, or
+    null), and the model's shapes are checked at that size."""
+    from .models import check_model
+
+    for key, value in ds.resolved.items():
+        OmegaConf.update(cfg.data, key, value)
+    if cfg.model.input_size in (None, "auto"):
+        if ds.image_size is None:
+            raise ConfigError(f"model.input_size follows the data but data={ds.name} does not say its image "
+                              "size; set model.input_size")
+        cfg.model.input_size = int(ds.image_size)
+    if ds.image_size is not None and ds.image_size != cfg.model.input_size:
+        raise ConfigError(
+            f"data={ds.name} gives {ds.image_size}x{ds.image_size} images but model.input_size="
+            f"{cfg.model.input_size}; leave model.input_size out (it follows the data) or resize the "
+            f"images to it (data.augment.resize/crop, data.image_size)")
+    try:
+        check_model(cfg.model)
+    except ValueError as e:
+        raise ConfigError(f"{e} (the image size of data={ds.name})") from None
 
 
 def sweep_name(cfg: DictConfig) -> str:

@@ -98,7 +98,7 @@ def feature_batches(model, batches, frozen_layers: int, mode, autocast: Callable
     check_group("train", {"feature_cache": mode})
     if mode is False or frozen_layers == 0:
         return batches
-    random_input = not isinstance(batches, TensorBatches) or batches.crop_padding or batches.flip
+    random_input = not isinstance(batches, TensorBatches) or not batches.deterministic
     if random_input or isinstance(batches, FeatureBatches):
         if mode in (True, "force") and not isinstance(batches, FeatureBatches):
             raise ValueError(f"train.feature_cache={str(mode).lower()} needs in-memory data without random crops "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import platform
 import socket
@@ -23,7 +24,7 @@ from omegaconf import OmegaConf
 from . import __version__
 from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
-from .models import build_model, copy_layers, freeze_layers, num_weight_layers, unit_names
+from .models import build_model, copy_layers, freeze_layers, num_weight_layers, pretrained, unit_names
 from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state, timestamp
 from .batches import make_batches
 from .train import TrainingDiverged, device_name, resolve_device, train
@@ -63,8 +64,11 @@ def _seed_for(cell: Cell, purpose: str) -> int:
 
 def load_source(ctx: SweepContext, cell: Cell) -> tuple[dict, str] | None:
     """The weights of the base a cell copies from and the SHA-256 of the very bytes they were
-    read from (None for bases and random-weights cells). Weights that differ from what the
-    base's record says it wrote are refused."""
+    read from (None for bases and random-weights cells; for a pretrained source, the checkpoint of
+    model.weights). Weights that differ from what the base's record says it wrote, or from the
+    weights file the sweep folder was set up with, are refused."""
+    if cell.source == "pretrained":
+        return pretrained_source(ctx)
     base = cell.base_dependency
     if base is None:
         return None
@@ -77,6 +81,30 @@ def load_source(ctx: SweepContext, cell: Cell) -> tuple[dict, str] | None:
     return load_state(io.BytesIO(data)), sha
 
 
+def pretrained_source(ctx: SweepContext) -> tuple[dict, str]:
+    """The checkpoint of model.weights and its SHA-256, which must be the one sweep.json lists."""
+    path = pretrained.resolve(ctx.cfg.model)
+    state, sha = pretrained.read(path)
+    try:
+        want = json.loads((ctx.store.root / "sweep.json").read_text())["config"].get("weights_sha256")
+    except (OSError, ValueError, KeyError, AttributeError):
+        want = None
+    if want is not None and want != sha:
+        raise RuntimeError(f"the weights file {path} is not the one this sweep folder was set up with "
+                           f"(sha256 {sha[:12]}... instead of {want[:12]}...)")
+    return state, sha
+
+
+def transfer_plan(cell: Cell, train_cfg) -> tuple[int, int]:
+    """(frozen, transferred): how many leading units do not learn, and how many units the cell
+    copied from a source to fine-tune them (BnB+, AnB+: train.transfer_lr_mult and
+    train.layer_decay set their learning rates). train.transfer_lr_mult=0 freezes those units."""
+    transferred = cell.n if cell.finetune and cell.source not in (None, "random") else 0
+    if transferred and float(train_cfg.get("transfer_lr_mult", 1.0)) == 0:
+        return transferred, transferred
+    return cell.frozen_layers, transferred
+
+
 def build_cell_model(ctx: SweepContext, cell: Cell, source: dict | None = None):
     """The network of a cell before training, with its first n layers set up (``source``: the
     base's weights, read from the store when not given)."""
@@ -85,12 +113,15 @@ def build_cell_model(ctx: SweepContext, cell: Cell, source: dict | None = None):
     g = torch.Generator().manual_seed(_seed_for(cell, "init"))
     model = build_model(cfg.model, target.num_classes, generator=g)
     base = cell.base_dependency
-    if base is not None:
+    if cell.source == "pretrained":  # the checkpoint's network, its own head never copied (n < L)
+        copy_layers(model, pretrained.network(cfg.model, source if source is not None else load_source(ctx, cell)[0]),
+                    cell.n)
+    elif base is not None:
         net = build_model(cfg.model, ctx.task(base.target, cell.split_seed).num_classes)
         net.load_state_dict(source if source is not None else load_source(ctx, cell)[0])
         copy_layers(model, net, cell.n)
         # Layers n+1..L keep the fresh init drawn above: the same initialiser as a new base.
-    freeze_layers(model, cell.frozen_layers)
+    freeze_layers(model, transfer_plan(cell, cfg.train)[0])
     return model
 
 
@@ -156,8 +187,10 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
     cfg, store = ctx.cfg, ctx.store
     started = time.time()
     attempt = store.start_attempt(cell.key)
+    frozen, transferred = transfer_plan(cell, cfg.train)
+    tuned = {k: float(cfg.train[k]) if transferred else None for k in ("transfer_lr_mult", "layer_decay")}
     record = {
-        "status": "running", **cell.as_dict(), "run_id": run_id,
+        "status": "running", **cell.as_dict(), "frozen_layers": frozen, **tuned, "run_id": run_id,
         "attempt": attempt, "restarts": attempt - 1, "resumed_from_epoch": 0,
         "started_at": timestamp(),
         "seeds": {"train": cell.seed, "split": cell.split_seed, "init": _seed_for(cell, "init"),
@@ -177,20 +210,22 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
         record.update(target_classes=target.num_classes, classes=list(target.classes), val_images=len(target.val))
         source = load_source(ctx, cell)
         record["source_sha256"] = source[1] if source else None
+        if cell.source == "pretrained":
+            record["source_weights"] = {"weights": str(cfg.model.weights), "path": str(pretrained.resolve(cfg.model))}
         model = build_cell_model(ctx, cell, source[0] if source else None).to(ctx.device)
         batches = make_batches(target, ctx.dataset.mean, ctx.dataset.std, ctx.device,
                                cfg.train.batch_size, cfg.data.get("augment"))
-        before = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.frozen_layers else None
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()} if frozen else None
         checkpoint = store.checkpoint_path(cell.key)
         resume = load_checkpoint(store, cell)
         if resume is not None:
             record["resumed_from_epoch"] = int(resume["epoch"])
             log(f"resuming from the checkpoint of epoch {resume['epoch']}")
-        result = train(model, batches, cfg.train, frozen_layers=cell.frozen_layers,
+        result = train(model, batches, cfg.train, frozen_layers=frozen, transferred=transferred,
                        seed=_seed_for(cell, "train"), log=log, state=resume, should_stop=should_stop,
                        on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
         if before is not None:
-            _check_frozen(model, before, cell.frozen_layers)
+            _check_frozen(model, before, frozen)
         if result["collapsed"] and cell.treatment == "base":
             raise TrainingDiverged(f"{result['collapsed']} (a base: every cell would copy its dead units)")
         record.update(result)

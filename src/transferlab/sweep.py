@@ -19,9 +19,9 @@ import time
 from omegaconf import OmegaConf
 
 from .cells import Cell, plan
-from .config import ConfigError, compose, results_root, sweep_name, validate
+from .config import ConfigError, compose, fit_to_data, results_root, sweep_name, validate
 from .executors import LaunchError, make_executor, new_run_id, summarize
-from .models import check_model, unit_names
+from .models import pretrained, unit_names
 from .store import SweepStore, atomic_write_json, check_writable
 
 # Config keys that do not change what a cell computes: they may differ between runs of one sweep.
@@ -50,8 +50,13 @@ def defining_config(cfg) -> dict:
     c["split"].pop("seed", None)
     for k in ("compile",):
         c["train"].pop(k, None)
-    for k in ("root", "download", "num_workers"):  # where the files are and how they are read
+    for k in ("transfer_lr_mult", "layer_decay"):  # at 1 they change nothing: older folders still match
+        if c["train"].get(k) == 1.0:
+            c["train"].pop(k)
+    for k in ("root", "download", "num_workers", "memory_gb"):  # where the files are and how they are read
         c["data"].pop(k, None)
+    if c["data"].get("name") != "synthetic":  # the crop's (or CIFAR's 32): older folders lack the key
+        c["data"].pop("image_size", None)
     return c
 
 
@@ -64,6 +69,24 @@ def _diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
+def _keep_weights(old: dict, new: dict) -> tuple[dict, dict]:
+    """model.weights and its file's SHA-256 are part of the recipe, but a run without them trains
+    no pretrained cell: it keeps the folder's, and a folder without them takes this run's. A
+    different file (by path or bytes) is a different recipe."""
+    def weights(c: dict):
+        return (c.get("model") or {}).get("weights")
+
+    def taking(c: dict, other: dict) -> dict:
+        return {**c, "model": {**(c.get("model") or {}), "weights": weights(other)},
+                "weights_sha256": other.get("weights_sha256")}
+
+    if weights(new) is None and weights(old) is not None:
+        return old, taking(new, old)
+    if weights(old) is None and weights(new) is not None:
+        return taking(old, new), new
+    return old, new
+
+
 def prepare(cfg, device, store: SweepStore) -> None:
     """Set up the sweep folder of a validated config (sweep.json, refusing another recipe); no
     training yet."""
@@ -71,18 +94,22 @@ def prepare(cfg, device, store: SweepStore) -> None:
     check_writable(root)
     meta_path = root / "sweep.json"
     defining = {**defining_config(cfg), "resolved": resolved_arithmetic(cfg, device)}
+    if cfg.model.get("weights"):  # the pretrained source's file, by its bytes
+        defining["weights_sha256"] = pretrained.digest(cfg.model)
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())["config"]
         except (ValueError, KeyError):
             old = None
+        if old is not None:
+            old, defining = _keep_weights(old, defining)
         if old is not None and old.get("resolved") != defining["resolved"]:
             raise ConfigError(
                 f"{root} holds networks trained {_arithmetic_text(old.get('resolved') or {})}; this run would "
                 f"train {_arithmetic_text(defining['resolved'])}. Their arithmetic differs, so their records must "
                 f"not be mixed: run where the folder was trained (device=..., train.precision=..., train.threads=...), "
                 f"or choose another name=...")
-        if old is not None and old != defining:
+        if old is not None and _diff(old, defining):  # a key absent there and null here is no change
             changes = "; ".join(_diff(old, defining)[:8])
             raise ConfigError(
                 f"{root} holds a sweep with a different recipe ({changes}). Records of different "
@@ -116,25 +143,6 @@ def merge_splits(path, new: dict) -> dict:
     return {**new, "splits": dict(sorted(merged.items(), key=lambda kv: int(kv[0])))}
 
 
-def fit_input_size(cfg, ds) -> None:
-    """model.input_size null takes the data's image size (then the model's shapes are checked
-    at that size); a size given must be the data's."""
-    if cfg.model.input_size is None:
-        if ds.image_size is None:
-            raise ConfigError(f"model.input_size is null (the data's size) but data={ds.name} does not say "
-                              "its image size; set model.input_size")
-        cfg.model.input_size = int(ds.image_size)
-        try:
-            check_model(cfg.model)
-        except ValueError as e:
-            raise ConfigError(f"{e} (the image size of data={ds.name})") from None
-    if ds.image_size is not None and ds.image_size != cfg.model.input_size:
-        raise ConfigError(
-            f"data={ds.name} gives {ds.image_size}x{ds.image_size} images but the model takes "
-            f"model.input_size={cfg.model.input_size}; choose a model of that input size (e.g. "
-            f"model=caffenet_cifar for CIFAR, caffenet_imagenet for 227 crops) or an experiment preset")
-
-
 def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None) -> None:
     """Every network by its paper name and the base it needs, grouped by split, then the counts."""
     from collections import Counter
@@ -153,7 +161,8 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
         for c in group:
             dep = c.base_dependency
             done = " (done)" if store.is_done(c.key) else ""
-            print(f"  {c.name:<7} {c.key:<30} needs {dep.key if dep else '-'}{done}")
+            need = dep.key if dep else "model.weights" if c.source == "pretrained" else "-"
+            print(f"  {c.name:<7} {c.key:<30} needs {need}{done}")
     bases = [c for c in cells if c.treatment == "base"]
     per = Counter(BY_NAME[c.treatment].label for c in cells if c.treatment != "base")
     done = sum(store.is_done(c.key) for c in cells)
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         store, cells = SweepStore(results_root(cfg)), plan(cfg)
         ctx = SweepContext(cfg, store)
         splits = splits_table(ctx, cells)  # also checks that the split can be made
-        fit_input_size(cfg, ctx.dataset)
+        fit_to_data(cfg, ctx.dataset)
         if not cfg.dry_run:
             ctx.dataset.check()  # the files are there (or downloaded), before any training
         executor = make_executor(cfg)

@@ -43,16 +43,37 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {cores} cores)"
 
 
-def param_groups(model: torch.nn.Module, cfg) -> list[dict]:
-    """Trainable parameters only (frozen ones would still be moved by weight decay)."""
-    weights, biases = [], []
+def unit_lr_mults(num_layers: int, cfg, *, frozen_layers: int = 0, transferred: int = 0) -> list[float]:
+    """The learning-rate multiplier of units 1..L: 0 for the ``frozen_layers`` frozen ones; copied
+    unit i of the ``transferred`` ones a fine-tuned cell copied gets train.transfer_lr_mult x
+    train.layer_decay ** (transferred - i); every other unit 1."""
+    mult, decay = float(cfg.get("transfer_lr_mult", 1.0)), float(cfg.get("layer_decay", 1.0))
+    return [0.0 if i <= frozen_layers else mult * decay ** (transferred - i) if i <= transferred else 1.0
+            for i in range(1, num_layers + 1)]
+
+
+def param_groups(model: torch.nn.Module, cfg, unit_mults: list[float] | None = None) -> list[dict]:
+    """Trainable parameters only (frozen ones would still be moved by weight decay): weights, then
+    biases (lr x train.bias_lr_mult), for each multiplier of ``unit_mults`` (unit_lr_mults; unit i's
+    at [i - 1]) in the order the units come. With every multiplier 1 that is two groups, as
+    before the per-unit multipliers; the order depends only on the model and the config, so a
+    checkpoint's optimiser state loads into a resumed run."""
+    mult_of = {id(p): m for m, layer in zip(unit_mults or [], model.layers) for p in layer.parameters()}
+    by_mult: dict[float, tuple[list, list]] = {}
     for p in model.parameters():
         if p.requires_grad:
+            m = mult_of.get(id(p), 1.0)
+            if m == 0:
+                raise ValueError("a unit with learning-rate multiplier 0 (train.transfer_lr_mult=0) must be "
+                                 "frozen (models.freeze_layers, frozen_layers=)")
+            weights, biases = by_mult.setdefault(m, ([], []))
             (biases if p.ndim == 1 else weights).append(p)
-    groups = [{"params": weights, "weight_decay": cfg.weight_decay, "lr_mult": 1.0}]
-    if biases:
-        groups.append({"params": biases, "lr_mult": cfg.bias_lr_mult,
-                       "weight_decay": cfg.weight_decay if cfg.bias_weight_decay else 0.0})
+    groups = []
+    for m, (weights, biases) in by_mult.items():
+        groups.append({"params": weights, "weight_decay": cfg.weight_decay, "lr_mult": m})
+        if biases:
+            groups.append({"params": biases, "lr_mult": m * cfg.bias_lr_mult,
+                           "weight_decay": cfg.weight_decay if cfg.bias_weight_decay else 0.0})
     return [g for g in groups if g["params"]]
 
 
@@ -171,7 +192,7 @@ def restore(state: dict, model, opt) -> tuple[list, int, int]:
     return list(state["history"]), int(state["step"]), int(state["epoch"])
 
 
-def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int,
+def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, transferred: int = 0,
           log: Callable[[str], None] = print, state: dict | None = None,
           on_epoch_end: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None, detect_collapse: bool = True) -> dict:
@@ -186,6 +207,8 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int,
     the run ends exactly as one that was never interrupted. ``should_stop()`` is asked after
     every step; when it says so, training raises ``Interrupted``. ``detect_collapse=False``
     trains every step even when the network has died (the benchmark times whole cells).
+    ``transferred``: how many leading units a fine-tuned cell copied (train.transfer_lr_mult and
+    train.layer_decay set their learning rates; unit_lr_mults); 0 for a base or a frozen cell.
     """
     from .convergence import collapse, of_history
 
@@ -203,7 +226,8 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int,
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = fast["cudnn_benchmark"]
-    groups = param_groups(model, cfg)
+    unit_mults = unit_lr_mults(len(model.layers), cfg, frozen_layers=frozen_layers, transferred=transferred)
+    groups = param_groups(model, cfg, unit_mults)
     if not groups:
         raise ValueError("no trainable parameters: every layer is frozen")
     opt = make_optimizer(groups, cfg, device)
@@ -291,4 +315,4 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int,
             "precision": _autocast(device, cfg.precision)[1], "setup_time": setup_time,
             "eval_time": eval_time, "feature_cache_layers": entry.get("start", 0),
             "feature_cache_check": getattr(batches, "check", None), "fast_path": fast,
-            "threads": torch.get_num_threads() if device.type == "cpu" else None}
+            "threads": torch.get_num_threads() if device.type == "cpu" else None, "unit_lr_mult": unit_mults}

@@ -9,6 +9,8 @@ A cell trains on a target task (A or B). Its first n layers come from its treatm
                layers learn (``B3B+``)
 - transfer     copied from the other task's base and frozen (``A3B``); ``transfer_ft`` (``A3B+``)
 - random       left at their random initialisation and frozen (``R3B``; paper section 4.3)
+- pretrained   copied from the network of model.weights (a pretrained checkpoint, no base of the
+               sweep) and frozen (``P3B``); ``pretrained_ft``: all layers learn (``P3B+``)
 Layers n+1..L are always freshly initialised.
 """
 from __future__ import annotations
@@ -16,16 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Where a treatment's layers 1..n come from.
-SOURCES = (None, "own", "other", "random")
+SOURCES = (None, "own", "other", "random", "pretrained")
 
 
 @dataclass(frozen=True)
 class Treatment:
     name: str            # the config word: treatments=[selffer, transfer_ft]
     label: str           # the paper's label: BnB, AnB+
-    source: str | None   # SOURCES: None (a base), "own" / "other" task's base, "random" init
+    source: str | None   # SOURCES: None (a base), "own" / "other" task's base, "random" init, "pretrained"
     finetune: bool       # layers 1..n learn too (the paper's "+")
-    reference: str       # the word the original study's published CSV uses
+    reference: str       # the word the original study's published CSV uses (pretrained: none there)
     legend: str          # legend text in the figures
     face: str            # marker fill, edge colour and shape: the paper's (Figure 2 caption)
     edge: str
@@ -40,7 +42,7 @@ class Treatment:
 
 # In the plan's order. Colours: base white circles, BnB dark blue dots, BnB+ light blue, AnB dark
 # red diamonds, AnB+ light red diamonds (section 4.2). The random-weights colour is not named in
-# the text: purple squares.
+# the text: purple squares. Pretrained sources (not in the paper): green triangles, right of AnB+.
 TABLE = (
     Treatment("base", "base", None, False, "base", "base", "white", "black", "o", 0.0),
     Treatment("selffer", "BnB", "own", False, "selffer-frozen", "selffer BnB", "#14279b", "#14279b", "o", -0.21),
@@ -51,6 +53,10 @@ TABLE = (
               "#d0473f", "D", 0.21),
     Treatment("random", "random", "random", False, "random-frozen", "random weights, frozen", "#8e63c0",
               "#55308a", "s", 0.0, figure2=False),
+    Treatment("pretrained", "PnB", "pretrained", False, "pretrained-frozen", "pretrained PnB", "#1b7837",
+              "#1b7837", "^", 0.33),
+    Treatment("pretrained_ft", "PnB+", "pretrained", True, "pretrained-finetuned", "pretrained PnB$^+$", "#a6dba0",
+              "#4d9f54", "^", 0.43),
 )
 BY_NAME = {t.name: t for t in TABLE}
 BY_LABEL = {t.label: t for t in TABLE}

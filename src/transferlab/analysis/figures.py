@@ -63,9 +63,10 @@ def _original() -> pd.DataFrame:
 
 def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
             overlay_original: bool = False, title: str | None = None) -> Figure:
-    """Figure 2: top, every network as a point (both bases at n = 0; BnB, BnB+, AnB, AnB+ per n,
-    shifted left/right); bottom, lines through the means. With ``overlay_original`` the original
-    study's means are drawn dashed on a right axis of the same scale, aligned at the base."""
+    """Figure 2: top, every network as a point (both bases at n = 0; BnB, BnB+, AnB, AnB+ and, when
+    trained, the pretrained PnB, PnB+ per n, shifted left/right); bottom, lines through the means.
+    With ``overlay_original`` the original study's means are drawn dashed on a right axis of the
+    same scale, aligned at the base."""
     d, split = _pick_split(_acc(df, metric), split)
     d = d[d.label.isin(FIG2)]
     d = pd.concat([own_bases(d), d[d.treatment != "base"]])  # baseA of a directions=[B] sweep is no base here

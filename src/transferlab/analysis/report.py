@@ -120,6 +120,8 @@ def _figure2(r: _Report):
            "The gap between base and BnB is lost co-adaptation; between BnB and AnB, features too specific "
            "to task A; AnB+ above BnB+ means transfer followed by fine-tuning generalises better than the same "
            "training without the transfer."
+           + (" PnB, PnB+ (green triangles): units 1..n from the pretrained network of model.weights, frozen or "
+              "fine-tuned, against the same own base." if r.d.label.isin(["PnB", "PnB+"]).any() else "")
            + (" Dashed: the original study's means on the right axis, same scale, aligned at its base."
               if r.overlay_original else ""), ""]
     return rep, [Save("figure2", fig)]

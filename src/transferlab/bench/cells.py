@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batches import make_batches
-from ..config import compose
+from ..config import compose, fit_to_data
 from ..data import load_dataset, make_split, task_view
 from ..executors import cpu_cores
 from ..models import build_model, copy_layers, freeze_layers
@@ -47,6 +47,7 @@ class Bench:
         self.cfg = compose(overrides + [f"device={device.type}", f"train.threads={cpu_cores()}"])
         self.device = device
         self.ds = load_dataset(self.cfg.data)
+        fit_to_data(self.cfg, self.ds)
         split = make_split(self.cfg.split.name, self.ds.num_classes, 0, self.ds.class_groups())
         self.task = task_view(self.ds, "B", list(split.task("B")))
         # The weights frozen and fine-tuned cells copy (the cost does not depend on them; the

@@ -10,6 +10,7 @@ import torch
 from ..executors import cpu_cores
 from ..store import atomic_write_json, timestamp
 from ..train import device_name, resolve_device
+from . import folder
 from .cells import CELLS, REFERENCES, Bench
 from .peak import matmul_peak
 from .sweeps import sweeps_side_by_side
@@ -69,6 +70,8 @@ def run(args) -> dict:
         result["networks"][net] = {"overrides": extra, "epochs": int(bench.cfg.train.epochs),
                                    "steps_per_epoch": spe, "cells": cells}
 
+    result["folder"] = folder.compare(device, epochs=2 if quick else 6, repeat=repeat)
+    print("\n" + folder.describe(result["folder"]), flush=True)
     if not quick and not args.no_sweep:
         result["sweep"] = sweeps_side_by_side(device)
     result["load_after"] = _load()
@@ -98,6 +101,8 @@ def print_table(result: dict) -> None:
         print(HEADER)
         for label, c in entry["cells"].items():
             print(_row(label, c))
+    if result.get("folder"):
+        print("\n" + folder.describe(result["folder"]))
     s = result.get("sweep")
     if s:
         print(f"\ndefault sweep ({s['ours']['networks']} networks x {s['epochs']} epochs), both measured: ours "

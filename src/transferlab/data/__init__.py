@@ -41,6 +41,9 @@ class Dataset:
     image_size: int | None = None   # side of the images the batches carry (the net's input)
     # A quick check that the files are there (downloading them if allowed); run before training.
     check: Callable[[], None] = field(default=lambda: None, repr=False)
+    # Data keys the dataset worked out from its files (auto image sizes): config.fit_to_data
+    # writes them into the config, so records and workers see numbers.
+    resolved: dict = field(default_factory=dict)
     _images: Images | None = field(default=None, repr=False)
 
     @property
@@ -113,7 +116,12 @@ def load_dataset(data_cfg) -> Dataset:
     key = OmegaConf.to_yaml(data_cfg)
     if key not in _CACHE:
         _CACHE.clear()  # one dataset per process; never a copy per cell
-        _CACHE[key] = _build(data_cfg)
+        ds = _CACHE[key] = _build(data_cfg)
+        if ds.resolved:  # the same dataset for the config with its auto values written in
+            resolved = OmegaConf.create(OmegaConf.to_container(data_cfg))
+            for k, v in ds.resolved.items():
+                OmegaConf.update(resolved, k, v)
+            _CACHE[OmegaConf.to_yaml(resolved)] = ds
     return _CACHE[key]
 
 
@@ -149,13 +157,14 @@ def _build(cfg) -> Dataset:
         from . import folder
 
         classes, h = folder.describe(cfg)
+        resize, crop = folder.sizes(cfg, classes)  # auto: from a sample of the images' headers
 
         def load() -> Images:
-            train, val = folder.load(cfg, classes)
+            train, val = folder.load(cfg, classes, resize, crop)
             return Images(train, val, tuple(cfg.mean), tuple(cfg.std))
 
         return Dataset(cfg.name, classes, load, h.superclasses if h else [],
                        h.class_superclass if h else [], h.superclass_group if h else [],
-                       h.groups if h else (), image_size=int(cfg.augment.crop),
-                       check=lambda: folder.check(cfg, classes))
+                       h.groups if h else (), image_size=crop, check=lambda: folder.check(cfg, classes),
+                       resolved={"augment.resize": resize, "augment.crop": crop})
     raise ConfigError(f"data={cfg.name!r} has no loader here")

@@ -5,9 +5,12 @@
 
 Classes are the class folders in sorted order, as torchvision's ImageFolder numbers them; the
 images of a class are every file with an image extension below its folder, in sorted order.
-Images stay on disk and are decoded by DataLoader workers (train.LoaderBatches) in the original
-recipe's pipeline: resized to data.augment.resize squared, a random data.augment.crop square
-and a mirror in training, the centre crop for validation.
+Every image is resized to data.augment.resize squared (aspect ratio not kept), then a random
+data.augment.crop square and a mirror are taken in training, the centre crop for validation
+(the original recipe). A set whose decoded pixels fit in data.memory_gb is decoded once into
+uint8 tensors (train at resize, validation already centre-cropped) and its crops and mirrors
+are drawn on the device (batches.TensorBatches); a larger one stays on disk and is decoded by
+DataLoader workers every epoch (batches.LoaderBatches). Both decode with read_resized.
 
 ImageNet: the classes must be exactly the 1000 ILSVRC2012 WordNet ids (packaged list), so that
 class index i is the original study's class i: ``split=random split.seed=s`` is its random
@@ -24,7 +27,8 @@ import torch
 
 from ..config import ConfigError
 from . import hierarchy as H
-from .sets import FileSet, first_per_class
+from ..machine import cpu_cores
+from .sets import FileSet, ImageSet, first_per_class
 
 # The original study's man-made classes, by index in sorted-wnid order (551); the other 449
 # are natural. Its code states no rule behind the list (it is not exactly WordNet's artifact
@@ -80,9 +84,9 @@ def describe(cfg) -> tuple[list[str], H.Hierarchy | None]:
 
     ImageNet's classes come from the packaged wnid list, checked against the folders when
     data.root exists (so a sweep is planned without the data; training needs it)."""
-    if not 0 < int(cfg.augment.crop) <= int(cfg.augment.resize):
-        raise ConfigError(f"data.augment.crop={cfg.augment.crop} must be in 1..data.augment.resize="
-                          f"{cfg.augment.resize}")
+    resize, crop = cfg.augment.resize, cfg.augment.crop
+    if "auto" not in (resize, crop) and not 0 < int(crop) <= int(resize):
+        raise ConfigError(f"data.augment.crop={crop} must be in 1..data.augment.resize={resize}")
     if cfg.name == "imagenet":
         wnids = imagenet_wnids()
         if Path(str(cfg.root)).expanduser().is_dir():
@@ -152,12 +156,78 @@ def _files(cfg, which: str, classes: list[str], per_class) -> tuple[np.ndarray, 
     return files, y
 
 
-def load(cfg, classes: list[str]):
-    """Train and validation FileSets: every image's path (relative to its split folder) and label."""
+def read_resized(path: str, resize: int) -> np.ndarray:
+    """One image file as uint8 [resize, resize, 3] RGB (PIL's bilinear resize)."""
+    from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB").resize((resize, resize), Image.BILINEAR))  # writable
+    except (UnidentifiedImageError, OSError) as e:
+        raise ConfigError(f"cannot read the image {path}: {e}") from None
+
+
+AUTO_MAX = 256     # pixels: auto never resizes to more (the original recipe's 256)
+AUTO_CROP_UP_TO = 64  # pixels: auto crops to the whole image up to this size (small images)
+
+
+def sizes(cfg, classes: list[str], sample: int = 256) -> tuple[int, int]:
+    """data.augment.resize and crop, where auto reads the sizes of up to ``sample`` training
+    images (their headers only): resize = their median shorter side, at most AUTO_MAX; crop =
+    resize for small images, else the original recipe's 227/256 of it."""
+    from PIL import Image
+
+    resize, crop = cfg.augment.resize, cfg.augment.crop
+    if resize == "auto":
+        files, _ = _files(cfg, "train", classes, cfg.get("train_per_class"))
+        root = _root(cfg) / str(cfg.train_dir)
+        sides = []
+        for f in files[np.linspace(0, len(files) - 1, min(sample, len(files))).astype(int)]:
+            path = root / f.decode()
+            try:
+                with Image.open(path) as im:
+                    sides.append(min(im.size))
+            except OSError as e:
+                raise ConfigError(f"data={cfg.name}: cannot read the image {path}: {e}") from None
+        resize = min(AUTO_MAX, int(np.median(sides)))
+    if crop == "auto":
+        crop = resize if resize <= AUTO_CROP_UP_TO else round(resize * 227 / 256)
+    if not 0 < int(crop) <= int(resize):
+        raise ConfigError(f"data.augment.crop={crop} must be in 1..data.augment.resize={resize}")
+    return int(resize), int(crop)
+
+
+def decode(s: FileSet, resize: int, crop: int | None, threads: int) -> ImageSet:
+    """Every image of ``s`` decoded once, as uint8 [N, 3, S, S]: resized, and centre-cropped to
+    ``crop`` if given (validation). PIL decodes and resizes without the GIL: threads scale."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    side = crop or resize
+    x = torch.empty(len(s), 3, side, side, dtype=torch.uint8)
+    o = (resize - side) // 2
+
+    def one(i: int) -> None:
+        x[i] = torch.from_numpy(read_resized(s.path(i), resize)[o:o + side, o:o + side]).permute(2, 0, 1)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(one, range(len(s)), chunksize=64))
+    return ImageSet(x, s.y)
+
+
+def load(cfg, classes: list[str], resize: int, crop: int):
+    """Train and validation sets: decoded into memory (ImageSets) when their pixels fit in
+    data.memory_gb, else FileSets (every image's path, relative to its split folder, and label)."""
     check(cfg, classes)
     out = []
     for which, k in (("train", cfg.get("train_per_class")), ("val", cfg.get("val_per_class"))):
         files, y = _files(cfg, which, classes, k)
-        out.append(FileSet(str(_root(cfg) / str(cfg[f"{which}_dir"])), files, y, int(cfg.num_workers)))
-    return out[0], out[1]
+        workers = min(int(cfg.num_workers), cpu_cores())
+        out.append(FileSet(str(_root(cfg) / str(cfg[f"{which}_dir"])), files, y, workers))
+    train, val = out
+    need = 3 * (len(train) * resize ** 2 + len(val) * crop ** 2)
+    if need > float(cfg.get("memory_gb", 0)) * 2 ** 30:
+        return train, val
+    threads = max(1, cpu_cores())
+    print(f"data={cfg.name}: decoding {len(train) + len(val):,} images into memory ({need / 2 ** 20:,.1f} MiB, "
+          f"{threads} threads)", flush=True)
+    return decode(train, resize, None, threads), decode(val, resize, crop, threads)

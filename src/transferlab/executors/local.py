@@ -1,16 +1,11 @@
 """``launcher=local``: the networks trained in this process, one or more at once (threads)."""
 from __future__ import annotations
 
-import os
 import threading
 
+from ..machine import cpu_cores
 from .base import Executor
 from .worker import Once, run_cells
-
-
-def cpu_cores() -> int:
-    """The CPU cores this process may run on (its affinity, e.g. a Slurm allocation)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def local_workers(cfg, device, files: bool = False) -> int:

@@ -142,7 +142,9 @@ class _Loop:
 
     def train(self, cell: Cell, head: str) -> None:
         say = self.say
-        say(f"{head}: training on task {cell.target}, {cell.frozen_layers} frozen layer(s)")
+        from ..runner import transfer_plan
+
+        say(f"{head}: training on task {cell.target}, {transfer_plan(cell, self.ctx.cfg.train)[0]} frozen layer(s)")
         rec = self.run_cell(self.ctx, cell, log=lambda m: say(f"  {cell.name} {m}"), run_id=self.run_id,
                             should_stop=self.should_stop)
         self.trained_time += rec["wall_time"]

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import pretrained
 from . import torchvision_nets as tv
 from .caffenet import NUM_LAYERS, UNIT_NAMES, CaffeNet, init_layer, weight_layer  # noqa: F401
 from .units import UnitNet
@@ -63,8 +64,11 @@ def unit_names(model_cfg) -> list[str]:
 
 
 def check_model(model_cfg) -> None:
-    """ValueError naming the key when ``model_cfg`` does not describe a network that can be built."""
+    """ValueError naming the key when ``model_cfg`` does not describe a network that can be built,
+    or model.weights no checkpoint that fits it (models/pretrained.py)."""
     _architecture(model_cfg).check_config(model_cfg)
+    if model_cfg.get("weights"):
+        pretrained.check(model_cfg)
 
 
 def build_model(model_cfg, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:

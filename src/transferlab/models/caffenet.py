@@ -88,6 +88,8 @@ class CaffeNet(UnitNet):
             if chans[i] % g or chans[i + 1] % g:
                 raise ValueError(f"model.conv_groups={list(cfg.conv_groups)} is not valid: conv{i + 1} has "
                                  f"{chans[i]} input and {chans[i + 1]} output channels, not divisible by {g}")
+        if cfg.input_size in (None, "auto"):  # follows the data: checked once the images' size is known
+            return
         try:
             with torch.device("meta"):  # shapes only: no memory, no arithmetic, no random draws
                 CaffeNet._conv_output_shape(nn.Sequential(*_conv_blocks(cfg)), cfg)

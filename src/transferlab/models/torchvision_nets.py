@@ -133,7 +133,7 @@ def check_config(cfg) -> None:
     tile the image), checked on the meta device."""
     if cfg.name in VITS and cfg.hidden_dim % cfg.num_heads:
         raise ValueError(f"model.hidden_dim={cfg.hidden_dim} is not a multiple of model.num_heads={cfg.num_heads}")
-    if cfg.input_size is None:  # follows the data: checked once the sweep knows its image size
+    if cfg.input_size in (None, "auto"):  # follows the data: checked once the images' size is known
         return
     size = int(cfg.input_size)
     if cfg.name in VITS and size % int(cfg.patch_size):

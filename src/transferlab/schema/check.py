@@ -85,7 +85,8 @@ def not_a_key(path: str) -> str:
 
 
 # A bound's words and its test.
-BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt)}
+BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt),
+          "le": ("<=", operator.le)}
 
 
 def _in_bounds(value, bounds: dict) -> bool:

@@ -14,9 +14,9 @@ def choice(*allowed, default=None):
     return field(default=default, metadata={"choices": allowed})
 
 
-def num(default=None, *, ge=None, gt=None, lt=None, auto=False, factory=None):
+def num(default=None, *, ge=None, gt=None, lt=None, le=None, auto=False, factory=None):
     """A number (or, for a list, numbers) within bounds; ``auto`` also allows the word auto."""
-    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("lt", lt)) if v is not None}
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("lt", lt), ("le", le)) if v is not None}
     meta = {"bounds": bounds, "auto": auto}
     return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
 
@@ -41,8 +41,8 @@ class CropFlip:                # in-memory datasets: random crop of the padded i
 
 @dataclass
 class ResizeCrop:              # image folders: resize x resize, random crop x crop, mirror
-    resize: int = count(256)   # pixels
-    crop: int = count(227)
+    resize: int = count(256, auto=True)   # pixels; auto: from the images (data/folder.py)
+    crop: int = count(227, auto=True)
     flip: bool = True
 
 
@@ -65,6 +65,7 @@ class CifarData:
     download: bool = False
     train_per_class: Optional[int] = count(None)   # null: all of them
     val_per_class: Optional[int] = count(None)
+    image_size: int = choice(32, default=32)       # pixels
     augment: CropFlip = field(default_factory=CropFlip)
 
 
@@ -77,10 +78,12 @@ class FolderData:
     hierarchy: Optional[str] = None
     train_per_class: Optional[int] = count(None)   # null: all of them
     val_per_class: Optional[int] = count(None)
+    memory_gb: float = num(4.0, ge=0)   # decoded images held in memory up to this size; 0: from disk
     num_workers: int = num(4, ge=0)
     augment: ResizeCrop = field(default_factory=ResizeCrop)
     mean: List[float] = field(default_factory=list)   # 0..1 scale, per channel
     std: List[float] = num(gt=0, factory=list)
+    image_size: int = count(227, auto=True)   # pixels: the crop (an interpolation in the yaml)
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Lrn:
 @dataclass
 class CaffeNetModel:
     name: str = choice("caffenet", default="caffenet")
-    input_size: int = count(16)  # pixels
+    input_size: int = count(16, auto=True)  # pixels; the data's image size (auto until read from the images)
     in_channels: int = count(3)
     conv_channels: List[int] = sizes()   # 5 each (models/caffenet.py checks the lengths)
     conv_kernels: List[int] = sizes()
@@ -107,25 +110,29 @@ class CaffeNetModel:
     lrn: Lrn = field(default_factory=Lrn)
     dropout: float = num(0.5, ge=0, lt=1)
     init: str = choice("kaiming", "gaussian", default="kaiming")
+    weights: Optional[str] = None  # pretrained source: a state_dict file of this CaffeNet (models/pretrained.py)
 
 
 @dataclass
 class VggModel:                # torchvision's VGG, its weight layers the units
     name: str = choice("vgg11", "vgg16", default="vgg11")
-    input_size: Optional[int] = count(None)   # pixels; null: the data's image size
+    weights: Optional[str] = None  # pretrained source: a state_dict file or a torchvision weights name
+    input_size: Optional[int] = count(None, auto=True)   # pixels; null: the data's image size
     dropout: float = num(0.5, ge=0, lt=1)
 
 
 @dataclass
 class ResNetModel:             # torchvision's ResNet: stem, residual blocks, head
     name: str = choice("resnet18", "resnet50", "resnet18_cifar", default="resnet18")
-    input_size: Optional[int] = count(None)
+    weights: Optional[str] = None
+    input_size: Optional[int] = count(None, auto=True)
 
 
 @dataclass
 class VitModel:                # torchvision's VisionTransformer: embedding, encoder blocks, head
     name: str = choice("vit_b_16", "vit_tiny", default="vit_tiny")
-    input_size: Optional[int] = count(None)
+    weights: Optional[str] = None
+    input_size: Optional[int] = count(None, auto=True)
     patch_size: int = count(4)   # pixels
     num_layers: int = count(6)   # encoder blocks
     num_heads: int = count(3)
@@ -150,6 +157,8 @@ class Train:
     weight_decay: float = num(5e-4, ge=0)
     bias_lr_mult: float = num(1.0, ge=0)
     bias_weight_decay: bool = True
+    transfer_lr_mult: float = num(1.0, ge=0)      # copied units of fine-tuned cells; 0 freezes them
+    layer_decay: float = num(1.0, gt=0, le=1)     # copied unit i of n: x layer_decay**(n - i)
     schedule: str = choice("cosine", "step", "constant", default="cosine")
     warmup_epochs: float = num(1, ge=0)
     step_every_epochs: float = num(0, ge=0)   # schedule=step needs it > 0 (config.validate)
