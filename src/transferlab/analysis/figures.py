@@ -109,8 +109,8 @@ def figure2(df: pd.DataFrame, metric: str = "final", split: str | None = None,
         handles.append(Line2D([], [], ls="--", lw=0.9, color="0.35", marker="o", ms=4.5, markerfacecolor="none"))
         labels.append(f"{ORIGINAL} means (right axis)")
     if len(d):
-        top.legend(loc="lower left", fontsize=8, ncol=2)
-        bottom.legend(handles, labels, loc="lower left", fontsize=8, ncol=2)
+        top.legend(loc="best", fontsize=8, ncol=2)
+        bottom.legend(handles, labels, loc="best", fontsize=8, ncol=2)
     else:
         _empty(top, "no base, selffer or transfer networks")
     ns = sorted(set(d.n.unique()) | {0})
