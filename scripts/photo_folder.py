@@ -3,8 +3,7 @@
 
     pip download --no-deps -d /tmp/wheels scikit-image scikit-learn   # the photos ship in these wheels
     python scripts/photo_folder.py /tmp/wheels /tmp/photo-folder
-    python -m transferlab.sweep data=imagefolder data.root=/tmp/photo-folder model=caffenet_cifar \\
-        data.augment.resize=32 data.augment.crop=32
+    python -m transferlab.sweep data=imagefolder data.root=/tmp/photo-folder
 
 Ten classes, one per photograph (astronaut, cat, palace, coffee, flower, deep field, tissue,
 motorcycle, retina, rocket): 32x32 crops of random size and place, mirrored at random, written as

@@ -21,6 +21,10 @@ Per cell: training images/s, the speed-up on the whole cell, the FLOPs of one tr
 our trainer runs it (``FlopCounterMode``), the FLOP/s achieved and its ratio to the device's
 dense matmul peak measured in the same run (MFU).
 
+An image folder: the embedded images written as 2,496 PNG files, the default network's base
+cell trained from them decoded once into memory, from disk by DataLoader workers, and from the
+embedded tensors, alternating (bench/folder.py).
+
 The whole default sweep (2 bases + 4 treatments x 7 layers): ours is ``transferlab.sweep`` run
 for real (its networks side by side, ``launcher.workers``); the plain loop trains the same plan
 (same networks, epochs, evaluations, bases first and copied from) one network after another on
