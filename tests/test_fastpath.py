@@ -277,3 +277,19 @@ def test_the_bench_plain_sweep_trains_the_sweeps_networks(monkeypatch):
     assert torch.equal(w("B1B", 1), w("baseB", 1)) and not torch.equal(w("B1B", 1), w("baseA", 1))
     assert all(not p.requires_grad for p in nets["A2B"].layers[:2].parameters())   # frozen
     assert all(p.requires_grad for p in nets["A2B+"].parameters())                 # fine-tuned
+
+
+def test_the_bench_image_folder_trains_the_same_images_three_ways(monkeypatch):
+    """bench/folder.py: the embedded images as PNG files, trained in memory, from disk and as tensors."""
+    import torch
+
+    from transferlab.bench import folder
+
+    monkeypatch.setattr(folder, "TRAIN", 4)
+    monkeypatch.setattr(folder, "VAL", 2)
+    monkeypatch.setitem(folder.SIDES, "embedded tensors",
+                        [o.replace("=63", "=4").replace("=15", "=2") for o in folder.SIDES["embedded tensors"]])
+    r = folder.compare(torch.device("cpu"), epochs=1, repeat=1)
+    assert r["files"] == 32 * 6 and set(r["images_per_s"]) == set(folder.SIDES)
+    assert all(v > 0 for v in r["images_per_s"].values()) and r["memory_over_disk"] > 0
+    assert "folder in memory" in folder.describe(r)
