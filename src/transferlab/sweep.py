@@ -109,8 +109,8 @@ def prepare(cfg, device, store: SweepStore) -> None:
                 f"train {_arithmetic_text(defining['resolved'])}. Their arithmetic differs, so their records must "
                 f"not be mixed: run where the folder was trained (device=..., train.precision=..., train.threads=...), "
                 f"or choose another name=...")
-        if old is not None and _diff(old, defining):  # a key absent there and null here is no change
-            changes = "; ".join(_diff(old, defining)[:8])
+        changes = "; ".join(_diff(old, defining)[:8]) if old is not None else ""  # absent there, null here: none
+        if changes:
             raise ConfigError(
                 f"{root} holds a sweep with a different recipe ({changes}). Records of different "
                 f"recipes must not be mixed: choose another name=... or remove that folder")
