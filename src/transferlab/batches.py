@@ -102,6 +102,17 @@ class TensorBatches:
         for i in range(0, len(self.val), batch_size):
             yield self.normalise(self.val.x[i:i + batch_size]), self.val.y[i:i + batch_size]
 
+    def plain_batches(self, which: str, batch_size: int = 1000):
+        """The training or validation images in order, without augmentation (training images
+        centre-cropped to the crop side, as validation's are): what a probe reads features of."""
+        s = self.train if which == "train" else self.val
+        for i in range(0, len(s), batch_size):
+            x = s.x[i:i + batch_size]
+            if which == "train" and self.crop:
+                o = (x.shape[-1] - self.crop) // 2
+                x = x[..., o:o + self.crop, o:o + self.crop]
+            yield self.normalise(x), s.y[i:i + batch_size]
+
 
 _DEVICE_CACHE: dict = {}
 
@@ -190,6 +201,11 @@ class LoaderBatches:
 
     def eval_batches(self, batch_size: int | None = None):
         yield from self._to_device(self._loader(self.val, batch_size or 2 * self.batch_size, None))
+
+    def plain_batches(self, which: str, batch_size: int = 1000):
+        """The training or validation images in order, centre-cropped, without mirroring."""
+        s = self.train if which == "train" else self.val
+        yield from self._to_device(self._loader(s, batch_size, None))
 
 
 def make_batches(task: Task, mean, std, device: torch.device, batch_size: int,

@@ -35,6 +35,11 @@ class Cell:
         return T.BY_NAME[self.treatment].finetune
 
     @property
+    def probe(self) -> bool:
+        """A linear probe on the source's unit-n features (no network trained)."""
+        return T.BY_NAME[self.treatment].probe
+
+    @property
     def frozen_layers(self) -> int:
         """How many leading layers do not learn."""
         return 0 if self.treatment == "base" or self.finetune else self.n
@@ -42,11 +47,17 @@ class Cell:
     @property
     def name(self) -> str:
         """The paper's name: baseB, B3B, A3B+; R3B for the random-weights control, P3B for a
-        pretrained source."""
+        pretrained source; A3B-probe for a probe."""
         if self.treatment == "base":
             return f"base{self.target}"
         src = {"random": "R", "pretrained": "P"}.get(self.source, self.source)
-        return f"{src}{self.n}{self.target}{'+' if self.finetune else ''}"
+        return f"{src}{self.n}{self.target}{'+' if self.finetune else ''}{'-probe' if self.probe else ''}"
+
+    @property
+    def source_name(self) -> str | None:
+        """What layers 1..n come from, in words: baseA, the pretrained network, random init."""
+        return {None: None, "random": "random init", "pretrained": "the pretrained network"}.get(
+            self.source, f"base{self.source}")
 
     @property
     def key(self) -> str:
@@ -62,7 +73,7 @@ class Cell:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "name": self.name, "key": self.key, "source": self.source,
-                "finetune": self.finetune, "frozen_layers": self.frozen_layers,
+                "finetune": self.finetune, "probe": self.probe, "frozen_layers": self.frozen_layers,
                 "label": T.BY_NAME[self.treatment].label}
 
 
@@ -72,7 +83,7 @@ def plan(cfg) -> list[Cell]:
     ns = parse_axis(cfg.n, "n", 1, L - 1)
     seeds = parse_axis(cfg.seed, "seed", 0)
     split_seeds = parse_axis(cfg.split.seed, "split.seed", 0) if cfg.split.name == "random" else [0]
-    treatments = [t for t in T.CELLS if t in cfg.treatments]
+    treatments = T.expand(cfg.treatments, pretrained=bool(cfg.model.get("weights")))
     targets = sorted(set(cfg.directions))
     bases, cells = [], []
     for ss in split_seeds:

@@ -141,7 +141,7 @@ def _pretrained_source(cfg: DictConfig) -> None:
     from . import treatments as T
     from .models.pretrained import is_weights_name
 
-    wants = [t for t in cfg.treatments if t in T.BY_NAME and T.BY_NAME[t].source == "pretrained"]
+    wants = [t for t in cfg.treatments if t in T.BY_NAME and T.BY_NAME[t].source == "pretrained"]  # named, not in a group
     weights = cfg.model.get("weights")
     if wants and not weights:
         raise ConfigError(f"treatments {', '.join(wants)} copy units 1..n from a pretrained network, but "
@@ -168,10 +168,10 @@ def validate(cfg: DictConfig) -> None:
     parse_axis(cfg.seed, "seed", 0)
     parse_axis(cfg.split.seed, "split.seed", 0)
     for t in cfg.treatments:
-        if t not in T.CELLS:
-            raise ConfigError(f"treatments: {t!r} is not a treatment; allowed: {', '.join(T.CELLS)}")
+        if t not in T.WORDS:
+            raise ConfigError(f"treatments: {t!r} is not a treatment; allowed: {', '.join(T.WORDS)}")
     if not cfg.treatments:
-        raise ConfigError(f"treatments is empty; allowed: {', '.join(T.CELLS)}")
+        raise ConfigError(f"treatments is empty; allowed: {', '.join(T.WORDS)}")
     for d in cfg.directions:
         if d not in ("A", "B"):
             raise ConfigError(f"directions: {d!r} is not a target task; allowed: A, B")

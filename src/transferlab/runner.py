@@ -212,28 +212,13 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
         record["source_sha256"] = source[1] if source else None
         if cell.source == "pretrained":
             record["source_weights"] = {"weights": str(cfg.model.weights), "path": str(pretrained.resolve(cfg.model))}
-        model = build_cell_model(ctx, cell, source[0] if source else None).to(ctx.device)
-        batches = make_batches(target, ctx.dataset.mean, ctx.dataset.std, ctx.device,
-                               cfg.train.batch_size, cfg.data.get("augment"))
-        before = {k: v.detach().clone() for k, v in model.state_dict().items()} if frozen else None
-        checkpoint = store.checkpoint_path(cell.key)
-        resume = load_checkpoint(store, cell)
-        if resume is not None:
-            record["resumed_from_epoch"] = int(resume["epoch"])
-            log(f"resuming from the checkpoint of epoch {resume['epoch']}")
-        result = train(model, batches, cfg.train, frozen_layers=frozen, transferred=transferred,
-                       seed=_seed_for(cell, "train"), log=log, state=resume, should_stop=should_stop,
-                       on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
-        if before is not None:
-            _check_frozen(model, before, frozen)
-        if result["collapsed"] and cell.treatment == "base":
-            raise TrainingDiverged(f"{result['collapsed']} (a base: every cell would copy its dead units)")
-        record.update(result)
+        if cell.probe:  # no network is trained: a linear probe on the source's unit-n features
+            from .estimates import run_probe
+
+            record.update(run_probe(ctx, cell, source, _seed_for(cell, "probe"), log=log))
+        else:
+            record.update(_train_cell(ctx, cell, source[0] if source else None, record, log, should_stop))
         record["status"] = "done"
-        if cfg.save_checkpoints or cell.treatment == "base":
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            atomic_torch_save(store.model_path(cell.key), state)
-            record["model_sha256"] = file_sha256(store.model_path(cell.key))
     except Exception as e:  # contained: the sweep goes on with the other cells
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"
@@ -244,6 +229,34 @@ def run_cell(ctx: SweepContext, cell: Cell, log=print, run_id: str | None = None
     if record["status"] == "done":  # the record is the commit point; the checkpoint has served
         store.checkpoint_path(cell.key).unlink(missing_ok=True)
     return record
+
+
+def _train_cell(ctx: SweepContext, cell: Cell, source: dict | None, record: dict, log, should_stop) -> dict:
+    """Train a (non-probe) cell from its source's weights; returns train()'s result and the
+    weights' SHA-256 where they are saved. ``record["resumed_from_epoch"]`` is set on a resume."""
+    cfg, store = ctx.cfg, ctx.store
+    frozen, transferred = transfer_plan(cell, cfg.train)
+    model = build_cell_model(ctx, cell, source).to(ctx.device)
+    batches = make_batches(ctx.task(cell.target, cell.split_seed), ctx.dataset.mean, ctx.dataset.std, ctx.device,
+                           cfg.train.batch_size, cfg.data.get("augment"))
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()} if frozen else None
+    checkpoint = store.checkpoint_path(cell.key)
+    resume = load_checkpoint(store, cell)
+    if resume is not None:
+        record["resumed_from_epoch"] = int(resume["epoch"])
+        log(f"resuming from the checkpoint of epoch {resume['epoch']}")
+    result = train(model, batches, cfg.train, frozen_layers=frozen, transferred=transferred,
+                   seed=_seed_for(cell, "train"), log=log, state=resume, should_stop=should_stop,
+                   on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
+    if before is not None:
+        _check_frozen(model, before, frozen)
+    if result["collapsed"] and cell.treatment == "base":
+        raise TrainingDiverged(f"{result['collapsed']} (a base: every cell would copy its dead units)")
+    if cfg.save_checkpoints or cell.treatment == "base":
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_torch_save(store.model_path(cell.key), state)
+        result["model_sha256"] = file_sha256(store.model_path(cell.key))
+    return result
 
 
 def _check_frozen(model, before: dict, n: int) -> None:

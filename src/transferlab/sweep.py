@@ -12,6 +12,7 @@ from their last epoch and retries failed ones; exit status 1 if any cell failed.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,6 +30,10 @@ NON_DEFINING = ("name", "results_dir", "n", "seed", "treatments", "directions", 
                 "dry_run", "analyze", "save_checkpoints", "launcher")
 
 
+# What a sweep with probe cells measures CKA with (python -m transferlab.analysis --cka's defaults).
+_CKA_DEFAULTS = argparse.Namespace(cka_kernels="linear", cka_images=500, device=None)
+
+
 def resolved_arithmetic(cfg, device) -> dict:
     """What the config leaves to the machine but the results depend on: the kind of device, the
     precision (auto: bf16 on CUDA, fp32 on a CPU) and, on a CPU, the threads per network."""
@@ -43,6 +48,14 @@ def _arithmetic_text(r: dict) -> str:
     return f"on {r.get('device')} in {r.get('precision')}{threads}"
 
 
+def _probe_defaults() -> dict:
+    from dataclasses import asdict
+
+    from .schema.groups import Probe
+
+    return asdict(Probe())
+
+
 def defining_config(cfg) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True)
     for k in NON_DEFINING:
@@ -55,6 +68,8 @@ def defining_config(cfg) -> dict:
             c["train"].pop(k)
     for k in ("root", "download", "num_workers", "memory_gb"):  # where the files are and how they are read
         c["data"].pop(k, None)
+    if c.get("probe") == _probe_defaults():  # probes as ever: folders from before probes still match
+        c.pop("probe")
     if c["data"].get("name") != "synthetic":  # the crop's (or CIFAR's 32): older folders lack the key
         c["data"].pop("image_size", None)
     return c
@@ -229,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(df):
         analysis.write_table(store.root, df)
         if cfg.analyze:
+            if any(c.probe for c in cells):  # the probes' companion estimate: seconds, once per pair of weights
+                from .analysis.cli import measure_cka
+
+                measure_cka([store.root], _CKA_DEFAULTS)
             for path in analysis.write_figures(store.root, df=df):
                 print(f"wrote {path}")
         print(analysis.console_summary(df))

@@ -12,6 +12,11 @@ A cell trains on a target task (A or B). Its first n layers come from its treatm
 - pretrained   copied from the network of model.weights (a pretrained checkpoint, no base of the
                sweep) and frozen (``P3B``); ``pretrained_ft``: all layers learn (``P3B+``)
 Layers n+1..L are always freshly initialised.
+
+Probes train no network: a linear classifier on the frozen, pooled unit-n activations of the
+source (``B3B-probe``, ``A3B-probe``, ``P3B-probe``; estimates.py), the cheap estimate of the
+frozen cell of the same source. ``probe`` in treatments=[...] names all of them (PnB-probe when
+model.weights is set).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ class Treatment:
     marker: str
     offset: float        # Figure 2's horizontal shift of its points, so treatments stand apart
     figure2: bool = True  # drawn in Figure 2 (the random-weights control is Figure 3's)
+    probe: bool = False   # a linear probe on the source's unit-n features; no network is trained
 
     @property
     def style(self) -> dict:
@@ -57,12 +63,35 @@ TABLE = (
               "#1b7837", "^", 0.33),
     Treatment("pretrained_ft", "PnB+", "pretrained", True, "pretrained-finetuned", "pretrained PnB$^+$", "#a6dba0",
               "#4d9f54", "^", 0.43),
+    # Probes: drawn in the estimates figure (analysis/estimates.py) in their source's colours, open.
+    Treatment("selffer_probe", "BnB-probe", "own", False, "selffer-probe", "probe on baseB", "white", "#14279b",
+              "o", 0.0, figure2=False, probe=True),
+    Treatment("transfer_probe", "AnB-probe", "other", False, "transfer-probe", "probe on baseA", "white",
+              "#a50f15", "D", 0.0, figure2=False, probe=True),
+    Treatment("pretrained_probe", "PnB-probe", "pretrained", False, "pretrained-probe", "probe on the pretrained net",
+              "white", "#1b7837", "^", 0.0, figure2=False, probe=True),
 )
 BY_NAME = {t.name: t for t in TABLE}
 BY_LABEL = {t.label: t for t in TABLE}
 CELLS = tuple(t.name for t in TABLE if t.source is not None)   # what treatments=[...] may list
 LABELS = tuple(BY_NAME[t].label for t in CELLS)                 # the labels of the tables' rows
 FIGURE2 = tuple(t.label for t in TABLE if t.figure2)
+PROBES = tuple(t.name for t in TABLE if t.probe)
+# Words of treatments=[...] that name several rows.
+GROUPS = {"probe": PROBES}
+WORDS = CELLS + tuple(GROUPS)
+
+
+def expand(words, pretrained: bool = False) -> list[str]:
+    """The treatments a list of config words asks for, in the plan's order; a group word brings
+    its rows, less those with a pretrained source when there is no pretrained network
+    (``pretrained``: model.weights is set)."""
+    names = set()
+    for w in words:
+        for name in GROUPS.get(w, (w,)):
+            if w not in GROUPS or pretrained or BY_NAME[name].source != "pretrained":
+                names.add(name)
+    return [t for t in CELLS if t in names]
 
 
 def get(name: str) -> Treatment:
@@ -70,4 +99,4 @@ def get(name: str) -> Treatment:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise ValueError(f"{name!r} is not a treatment; allowed: {', '.join(CELLS)}") from None
+        raise ValueError(f"{name!r} is not a treatment; allowed: {', '.join(WORDS)}") from None

@@ -13,6 +13,7 @@ In a notebook:
     analysis.figure3(df)
     analysis.table1(df)                  # DataFrames, in percentage points
     analysis.decomposition(df)
+    analysis.estimates_figure(df, analysis.load_cka("results/synthetic-random"))  # probes and CKA
     analysis.table1(reference.networks(), metric="best10")   # the original study's numbers
 
 Conventions:
@@ -32,6 +33,7 @@ The package, cut along its seams (no module imports one that imports it back):
     frame    records -> frame, and the row selections every table and figure makes
     tables   the statistics tables, pure DataFrame functions
     figures  the paper's figures and the learning curves
+    estimates  the probes and CKA beside the transfer drop: the comparison, its figure, the costs
     report   files: cells.csv, history.csv, figures/, report.md; the console summary
     cli      the command line (``main``)
 """
@@ -45,5 +47,6 @@ from .tables import (EFFECTS, _pp, _sampling_error_pp, caption, caveats, decompo
 from .figures import (OFFSETS, ORIGINAL, STYLE, _curve, _empty, _evaluations, _finish_panel, _line,
                       _original, _points, _relative_groups, decomposition_figure, figure2, figure3,
                       has_curves, learning_curves)
+from .estimates import costs, estimates_figure, estimates_frame, estimates_table, load_cka, predictions
 from .report import SECTIONS, _save, console_summary, write_figures, write_report, write_table
 from .cli import main

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .estimates import load_cka
 from .frame import METRICS, _acc, load
 from .report import console_summary, write_report, write_table
 
@@ -22,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="analyse the original study's own networks instead of sweeps (the paper's figures "
                         "and Table 1; writes to --out, default results/yosinski2014)")
     p.add_argument("--out", help="where to write (default: the sweep folder; for several, <parent>/<a>+<b>)")
+    p.add_argument("--cka", action="store_true",
+                   help="measure CKA unit by unit (baseA vs baseB on the target's validation images, every fine-tuned "
+                        "cell with saved weights vs its start) into each folder's cka.csv; reused when unchanged")
+    p.add_argument("--cka-kernels", default="linear", help="linear, rbf or linear,rbf (default: linear)")
+    p.add_argument("--cka-images", type=int, default=500, help="validation images CKA is measured on (default 500)")
+    p.add_argument("--device", default=None, help="where CKA runs (default: the sweep's device)")
     args = p.parse_args(argv)
     if args.original == bool(args.sweeps):
         p.error("give sweep folders, or --original (not both)")
@@ -42,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if df.empty:
             print(f"error: {', '.join(map(str, roots))} hold(s) no finished cell yet", file=sys.stderr)
             return 1
+        if args.cka and not measure_cka(roots, args):
+            return 2
     try:
         _acc(df, metric)
     except ValueError as e:
@@ -49,9 +58,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in (write_table(out, df), out / "history.csv"):
         print(f"wrote {path}")
-    for path in write_report(df, out, metric, overlay, title=out.name):
+    cka = load_cka(*roots) if not args.original else None
+    for path in write_report(df, out, metric, overlay, title=out.name, cka=cka):
         print(f"wrote {path}")
     print(console_summary(df, metric))
     return 0
 
 
+
+
+def measure_cka(roots, args) -> bool:
+    """CKA of every sweep folder into its cka.csv; False (after saying why) on a bad argument."""
+    from ..cka import sweep_cka
+    from ..store import atomic_write_bytes
+
+    kernels = tuple(k.strip() for k in args.cka_kernels.split(",") if k.strip())
+    bad = [k for k in kernels if k not in ("linear", "rbf")]
+    if bad or not kernels or args.cka_images < 4:
+        what = f"--cka-kernels={args.cka_kernels!r}; allowed: linear, rbf or linear,rbf" if bad or not kernels else \
+            f"--cka-images={args.cka_images}; at least 4 images"
+        print(f"error: {what}", file=sys.stderr)
+        return False
+    for root in roots:
+        table = sweep_cka(root, kernels, args.cka_images, device=args.device)
+        if len(table):
+            atomic_write_bytes(root / "cka.csv", table.to_csv(index=False).encode())
+            print(f"wrote {root / 'cka.csv'} ({table.groupby(['pair', 'seed', 'split_seed']).ngroups} pair(s) of networks, "
+                  f"{len(table)} values)")
+        else:
+            print(f"{root}: no pair of networks to compare (baseA and baseB, or fine-tuned cells with saved weights)")
+    return True

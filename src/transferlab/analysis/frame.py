@@ -15,7 +15,7 @@ from ..store import SweepStore
 COLUMNS = ["sweep", "key", "name", "label", "treatment", "source", "target", "n", "finetune", "frozen_layers",
            "split", "split_seed", "seed", "num_layers", "target_classes", "val_images", "val_top1", "val_top5",
            "val_loss", "best10_top1", "evaluations", "late_gain_pp", "plateau", "train_loss", "epochs",
-           "wall_time", "train_time", "images_per_s", "device", "collapsed", "history"]
+           "wall_time", "train_time", "images_per_s", "device", "collapsed", "probe", "history"]
 METRICS = {"final": "val_top1", "best10": "best10_top1"}
 METRIC_TEXT = {"val_top1": "top-1 accuracy (final evaluation)",
                "best10_top1": "top-1 accuracy (mean of 10 best evaluations)"}
@@ -37,6 +37,9 @@ def records_frame(records: list[dict], sweep: str = "") -> pd.DataFrame:
         history = r.get("history", [])
         evals = [h["val_top1"] for h in history if h.get("val_top1") is not None]
         conv = r.get("convergence") or convergence.of_history(history)
+        probe = T.BY_NAME[r["treatment"]].probe if r.get("treatment") in T.BY_NAME else False
+        # A probe is evaluated once, with no selection on validation: its best-10 is that evaluation.
+        best10 = m.get("val_top1") if probe else float(np.mean(sorted(evals)[-10:])) if evals else np.nan
         rows.append({
             **{k: r.get(k) for k in ("key", "name", "label", "treatment", "source", "target", "n",
                                      "finetune", "frozen_layers", "split", "split_seed", "seed", "num_layers",
@@ -44,7 +47,7 @@ def records_frame(records: list[dict], sweep: str = "") -> pd.DataFrame:
                                      "device")},
             "sweep": sweep, "val_top1": m.get("val_top1"), "val_top5": m.get("val_top5"),
             "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"), "epochs": m.get("epoch"),
-            "best10_top1": float(np.mean(sorted(evals)[-10:])) if evals else np.nan, "evaluations": len(evals),
+            "best10_top1": best10, "evaluations": None if probe else len(evals), "probe": probe,
             "late_gain_pp": conv["gain_pp"], "plateau": conv["plateau"], "collapsed": r.get("collapsed"),
             "history": history,
         })

@@ -46,8 +46,11 @@ def write_table(root, df: pd.DataFrame | None = None) -> Path | None:
 def write_figures(root, metric: str = "final", overlay_original: bool = False,
                   df: pd.DataFrame | None = None) -> list[Path]:
     """Draw every figure and table of a sweep folder and its report.md; returns the files written."""
+    from .estimates import load_cka
+
     root = Path(root)
-    return write_report(load(root) if df is None else df, root, metric, overlay_original, title=root.name)
+    return write_report(load(root) if df is None else df, root, metric, overlay_original, title=root.name,
+                        cka=load_cka(root))
 
 
 class Save(NamedTuple):
@@ -71,6 +74,7 @@ class _Report:
     splits: list
     main_split: str | None
     dm: pd.DataFrame
+    cka: pd.DataFrame | None = None   # cka.csv rows (transferlab.cka.sweep_cka), if measured
 
     def ref(self, stem: str) -> str:
         """The report's link to a saved figure."""
@@ -206,11 +210,56 @@ def _summaries(r: _Report):
     return rep, saves
 
 
-SECTIONS = [_overview, _convergence, _figure2, _effects, _figure3, _table1, _decomposition, _summaries]
+def _estimates(r: _Report):
+    from . import estimates as E
+
+    has_cka = r.cka is not None and len(r.cka) > 0
+    if not (r.dm.label.isin(E.PROBES).any() or has_cka):
+        return [], []
+    est = E.estimates_frame(r.d, r.cka, r.metric, r.main_split)
+    fig = E.estimates_figure(r.d, r.cka, r.metric, r.main_split, f"Cheap estimates: {r.title} ({r.main_split} split)")
+    table = E.estimates_table(est) if len(est) else pd.DataFrame()
+    pred, cost = E.predictions(est) if len(est) else pd.DataFrame(), E.costs(r.dm, r.cka)
+    rep = ["## Cheap estimates: linear probes and CKA", "", f"![estimates]({r.ref('estimates')})", "",
+           "A probe (BnB-probe, AnB-probe, PnB-probe) is a linear classifier (probe.method: ridge or softmax "
+           "regression) on the frozen unit-n activations of baseB, baseA or the pretrained network, trained on the "
+           "target task (its L2 penalty chosen on a held-out part of the training images) and scored on the same "
+           "validation images as the cells; no network is trained. CKA(baseA, baseB) compares the two bases' "
+           "unit-n representations of the target's validation images (1: the same up to a rotation and a scale); "
+           "on the right, CKA of each fine-tuned cell with the network it started from shows how far fine-tuning "
+           "moved each unit.", ""]
+    saves = [Save("estimates", fig)]
+    if len(table):
+        md = markdown_table(table.T, digits=2, index="per n")
+        saves.append(Save("estimates_table", table, md))
+        rep += [f"Means over {E.replicates(est)} replicate(s) per n: accuracies and differences in %, CKA as "
+                "it is (drop = BnB - AnB, probe_gap = BnB-probe - AnB-probe):", "", md, ""]
+    if len(pred):
+        shown = pred.assign(rho=[stats.pm(m, h, 2) for m, h in zip(pred.rho, pred.half)],
+                            error=[stats.pm(m, h, 1).lstrip("+") for m, h in zip(pred.error_pp, pred.error_half)])
+        rep += ["How well each estimate predicts the transfer drop BnB - AnB across n: rho is Spearman's rank "
+                "correlation within a replicate (1: the same order of n as the trained cells), error the mean "
+                "absolute difference in points from what it estimates in accuracy units (the probe gap from the "
+                "drop, AnB-probe from AnB; CKA has no such units); means over replicates:", "",
+                markdown_table(shown.set_index("estimate")[["rho", "error", "replicates", "n_values"]].astype(str),
+                               index="estimate", prefix=""),
+                "", stats.interval_note(pred.replicates), ""]
+    elif len(est):
+        rep += ["No rank correlation: it needs the frozen cells (treatments transfer and selffer) and 3 or more "
+                "values of n beside the estimates.", ""]
+    if len(cost):
+        shown = cost.assign(networks=cost.networks.astype(int).astype(str), seconds=cost.seconds.map("{:.1f}".format))
+        rep += ["Cost (wall time, seconds; cells from their records, CKA per pair of networks):", "",
+                markdown_table(shown.set_index("what"), index="what", prefix=""), ""]
+    return rep, saves
+
+
+SECTIONS = [_overview, _convergence, _figure2, _effects, _figure3, _table1, _decomposition, _estimates,
+            _summaries]
 
 
 def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original: bool = False,
-                 title: str = "") -> list[Path]:
+                 title: str = "", cka: pd.DataFrame | None = None) -> list[Path]:
     """Figures, tables and report.md for the networks in ``df``, under the folder ``out``.
     Files of the "best10" metric carry a "-best10" suffix, so both can sit side by side."""
     out = Path(out)
@@ -220,7 +269,7 @@ def write_report(df: pd.DataFrame, out, metric: str = "final", overlay_original:
     sfx = "" if metric_column(metric) == "val_top1" else "-best10"
     splits = sorted(d.split.dropna().unique(), key=lambda s: (s != "random", s))
     main_split = splits[0] if splits else None
-    r = _Report(df, d, metric, overlay_original, title, sfx, splits, main_split, d[d.split == main_split])
+    r = _Report(df, d, metric, overlay_original, title, sfx, splits, main_split, d[d.split == main_split], cka)
     figdir = out / "figures"
     rep: list[str] = []
     written: list[Path] = []

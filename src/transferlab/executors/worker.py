@@ -144,7 +144,10 @@ class _Loop:
         say = self.say
         from ..runner import transfer_plan
 
-        say(f"{head}: training on task {cell.target}, {transfer_plan(cell, self.ctx.cfg.train)[0]} frozen layer(s)")
+        if cell.probe:
+            say(f"{head}: a linear probe on task {cell.target} on unit {cell.n} of {cell.source_name}")
+        else:
+            say(f"{head}: training on task {cell.target}, {transfer_plan(cell, self.ctx.cfg.train)[0]} frozen layer(s)")
         rec = self.run_cell(self.ctx, cell, log=lambda m: say(f"  {cell.name} {m}"), run_id=self.run_id,
                             should_stop=self.should_stop)
         self.trained_time += rec["wall_time"]

@@ -212,6 +212,16 @@ class SlurmLauncher:
 
 
 @dataclass
+class Probe:                   # the probe cells (treatments=[probe]; estimates.py, probe.py)
+    method: str = choice("ridge", "softmax", default="ridge")
+    max_features: int = count(4096)     # per unit: conv maps average-pooled to k x k with C*k*k <= this
+    l2: List[float] = num(gt=0, factory=lambda: [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5])  # grid; the holdout picks
+    holdout: float = num(0.2, gt=0, lt=1)   # fraction of the training images the grid is scored on
+    max_iter: int = count(100)          # L-BFGS iterations per fit (softmax)
+    batch_size: int = count(500)        # images per forward pass of the source network
+
+
+@dataclass
 class Root:
     name: Optional[str] = None
     results_dir: str = "results"
@@ -223,6 +233,7 @@ class Root:
     dry_run: bool = False
     analyze: bool = True
     save_checkpoints: bool = True
+    probe: Probe = field(default_factory=Probe)
     data: Any = None           # the groups: checked against the schema of the option chosen
     model: Any = None
     split: Any = None
