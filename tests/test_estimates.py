@@ -222,14 +222,15 @@ def test_analysis_cli_measures_cka_and_refuses_bad_arguments(probed, tmp_path, c
 # ------------------------------------------------------------------------------ the comparison
 
 
-def _with_probes(root, gap_sign: int = 1, seeds=(0, 1, 2)):
-    """A fake sweep of 3 replicates whose probe gap follows the real drop (or its reverse)."""
+def _with_probes(root, gap_sign: int = 1, seeds=(0, 1, 2), treatments=("selffer", "transfer")):
+    """A fake sweep of 3 replicates whose probes score what their frozen cells score (AnB-probe
+    rising with n instead for ``gap_sign`` < 0)."""
     from fake_sweep import write_record
 
-    make_sweep(root, split_seeds=(0,), seeds=seeds, targets=("B",), ns=(1, 2, 3, 4, 5), treatments=("selffer", "transfer"),
+    make_sweep(root, split_seeds=(0,), seeds=seeds, targets=("B",), ns=(1, 2, 3, 4, 5), treatments=treatments,
                num_layers=6)
     for r in SweepStore(root).records():
-        if r["treatment"] in ("selffer", "transfer"):
+        if r["treatment"] in ("selffer", "transfer", "pretrained"):
             cell = Cell(r["treatment"] + "_probe", "B", r["n"], "random", 0, r["seed"])
             acc = r["metrics"]["val_top1"]
             if r["treatment"] == "transfer" and gap_sign < 0:  # AnB-probe rising with n: the gap shrinks
@@ -250,6 +251,12 @@ def test_rank_correlation_with_the_drop_and_its_interval(tmp_path):
     assert rev.set_index("estimate").loc["probe gap (BnB-probe - AnB-probe)"].rho < 0
     one = E.predictions(E.estimates_frame(analysis.load(_with_probes(tmp_path / "one", seeds=(0,)))))
     assert one.replicates.tolist() == [1, 1] and one.half.isna().all()
+    # A pretrained source: PnB-probe against BnB - PnB. fake_sweep: BnB dips at n=2, PnB falls 1 point
+    # an n, so BnB - PnB orders n as 2, 1, 3, 4, 5 and PnB-probe (= PnB) as 1..5: rho = 1 - 6*2/120.
+    pre = E.predictions(E.estimates_frame(analysis.load(
+        _with_probes(tmp_path / "pre", treatments=("selffer", "transfer", "pretrained"))))).set_index("estimate")
+    row = pre.loc["PnB-probe accuracy, for BnB - PnB"]
+    assert row.rho == pytest.approx(0.9) and row.error_pp == pytest.approx(0.0) and row.replicates == 3
 
 
 def test_the_figure_and_the_report_section(tmp_path):

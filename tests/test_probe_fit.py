@@ -188,3 +188,26 @@ def test_ridge_is_the_closed_form_least_squares_solution():
     assert r["metrics"]["val_loss"] is None and r["method"] == "ridge"
     with pytest.raises(ValueError, match="method='lasso' is not valid; allowed: ridge, softmax"):
         fit_probe(x, y, x, y, 4, method="lasso")
+
+
+
+def test_ridge_solves_in_float64_where_float32_rounding_breaks_cholesky(monkeypatch):
+    """Strongly correlated features (seen on a real image folder: conv1's 1,536 pooled features of
+    800 images, largest eigenvalue 4e5) leave the float32 Gram matrix indefinite by about 0.01,
+    more than N * l2 = 0.008 adds: Cholesky fails. The probe then forms it in float64. Here the
+    first factorisation is made to fail, and the result must be the float64 solution."""
+    x, y = weak(150, dims=30)
+    calls = []
+    real = torch.linalg.cholesky_ex
+
+    def first_fails(A):
+        calls.append(A)
+        L, info = real(A)
+        return (L, torch.ones_like(info)) if len(calls) == 1 else (L, info)
+
+    want = fit_probe(x, y, x, y, 4, l2=(1e-5,), method="ridge")
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", first_fails)
+    got = fit_probe(x, y, x, y, 4, l2=(1e-5,), method="ridge")
+    assert len(calls) == 1  # then torch.linalg.cholesky on the float64 Gram matrix
+    assert got["metrics"]["train_top1"] == want["metrics"]["train_top1"]
+    assert got["metrics"]["train_mse"] == pytest.approx(want["metrics"]["train_mse"], rel=1e-5)

@@ -179,12 +179,16 @@ def _ridge_path(z, y, num_classes, l2s, state, max_iter):
     n, d = z.shape
     Y = F.one_hot(y, num_classes).to(z.dtype)
     b = Y.mean(0)
-    G = (z.T @ z).double()
+    G = (z.T @ z).double()  # a float32 product: 2x cheaper, exact enough unless nearly singular
     R = (z.T @ (Y - b)).double()
     eye = torch.eye(d, dtype=torch.float64, device=z.device)
     out = []
     for lam in l2s:
-        L = torch.linalg.cholesky(G + n * lam * eye)
+        L, info = torch.linalg.cholesky_ex(G + n * lam * eye)
+        if info.item() != 0:  # float32 rounding made G + n l2 I indefinite (more features than rows, a
+            z64 = z.double()  # small l2): the Gram matrix in float64 is positive semi-definite
+            G = z64.T @ z64
+            L = torch.linalg.cholesky(G + n * lam * eye)
         out.append((torch.cholesky_solve(R, L).to(z.dtype), b, 0))
     return out
 

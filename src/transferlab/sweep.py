@@ -247,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             if any(c.probe for c in cells):  # the probes' companion estimate: seconds, once per pair of weights
                 from .analysis.cli import measure_cka
 
-                measure_cka([store.root], _CKA_DEFAULTS)
+                try:
+                    measure_cka([store.root], _CKA_DEFAULTS)
+                except Exception as e:  # the records are safe; the figures are drawn without CKA
+                    print(f"CKA not measured ({type(e).__name__}: {e}); python -m transferlab.analysis "
+                          f"{store.root} --cka measures it later", file=sys.stderr)
             for path in analysis.write_figures(store.root, df=df):
                 print(f"wrote {path}")
         print(analysis.console_summary(df))

@@ -18,12 +18,13 @@ from ..stats import REPLICATE
 from .frame import OWN_BASE, _acc, _pick_split, _ylabel
 
 # name -> (column of estimates_frame, sign: sign * column grows with the predicted drop, the column
-# of the sweep it estimates directly in accuracy units, if any)
+# of the sweep it estimates directly in accuracy units or None, the drop it predicts)
 ESTIMATES = {
-    "probe gap (BnB-probe - AnB-probe)": ("probe_gap", 1, "drop"),
-    "AnB-probe accuracy (lower: larger drop)": ("AnB-probe", -1, "AnB"),
-    "1 - linear CKA(baseA, baseB)": ("cka_linear", -1, None),
-    "1 - RBF CKA(baseA, baseB)": ("cka_rbf", -1, None),
+    "probe gap (BnB-probe - AnB-probe)": ("probe_gap", 1, "drop", "drop"),
+    "AnB-probe accuracy (lower: larger drop)": ("AnB-probe", -1, "AnB", "drop"),
+    "1 - linear CKA(baseA, baseB)": ("cka_linear", -1, None, "drop"),
+    "1 - RBF CKA(baseA, baseB)": ("cka_rbf", -1, None, "drop"),
+    "PnB-probe accuracy, for BnB - PnB": ("PnB-probe", -1, "PnB", "drop_pretrained"),
 }
 PROBES = ("BnB-probe", "AnB-probe", "PnB-probe")
 
@@ -53,7 +54,7 @@ def estimates_frame(df: pd.DataFrame, cka: pd.DataFrame | None = None, metric: s
         return pd.DataFrame()
     out = cells.pivot_table(index=[*OWN_BASE, "n"], columns="label", values="acc").reset_index()
     out.columns.name = None
-    for a, b, col in (("BnB", "AnB", "drop"), ("BnB-probe", "AnB-probe", "probe_gap")):
+    for a, b, col in (("BnB", "AnB", "drop"), ("BnB-probe", "AnB-probe", "probe_gap"), ("BnB", "PnB", "drop_pretrained")):
         out[col] = out[a] - out[b] if {a, b} <= set(out) else np.nan
     bc = _bases_cka(cka)
     if len(bc):
@@ -64,25 +65,26 @@ def estimates_frame(df: pd.DataFrame, cka: pd.DataFrame | None = None, metric: s
 
 def predictions(est: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """How well each estimate predicts the drop across n: Spearman's rank correlation of the
-    estimate (signed so that larger means a larger predicted drop) with BnB - AnB over the n of
+    estimate (signed so that larger means a larger predicted drop) with BnB - AnB (BnB - PnB for
+    the pretrained probe) over the n of
     each replicate (3 or more n needed), then the mean and t interval over replicates; and for an
     estimate in accuracy units, its mean absolute error in points against what it estimates
     (the probe gap against the drop, AnB-probe against AnB), per replicate then over replicates."""
     from scipy.stats import spearmanr
 
     rows = []
-    for name, (col, sign, target) in ESTIMATES.items():
-        if col not in est or est[col].isna().all() or "drop" not in est or est["drop"].isna().all():
+    for name, (col, sign, target, drop) in ESTIMATES.items():
+        if col not in est or est[col].isna().all() or drop not in est or est[drop].isna().all():
             continue
         rhos, errors = [], []
-        for _, g in est.dropna(subset=[col, "drop"]).groupby(OWN_BASE):
-            if g.n.nunique() >= 3 and g[col].nunique() > 1 and g["drop"].nunique() > 1:
-                rhos.append(spearmanr(sign * g[col], g["drop"]).statistic)
+        for _, g in est.dropna(subset=[col, drop]).groupby(OWN_BASE):
+            if g.n.nunique() >= 3 and g[col].nunique() > 1 and g[drop].nunique() > 1:
+                rhos.append(spearmanr(sign * g[col], g[drop]).statistic)
             if target is not None:
                 errors.append(100 * (g[col] - g[target]).abs().mean())
         rho, err = stats.t_interval(rhos, confidence), stats.t_interval(errors, confidence)
         rows.append({"estimate": name, "rho": rho.mean, "half": rho.half, "replicates": rho.replicates,
-                     "n_values": int(est.dropna(subset=[col, "drop"]).n.nunique()),
+                     "n_values": int(est.dropna(subset=[col, drop]).n.nunique()),
                      "error_pp": err.mean, "error_half": err.half})
     return pd.DataFrame(rows, columns=["estimate", "rho", "half", "replicates", "n_values", "error_pp", "error_half"])
 
@@ -160,7 +162,8 @@ def estimates_figure(df: pd.DataFrame, cka: pd.DataFrame | None = None, metric: 
 
 def estimates_table(est: pd.DataFrame) -> pd.DataFrame:
     """Means over replicates per n, in percent (accuracies, differences) and CKA as is."""
-    cols = [c for c in ("BnB", "AnB", "drop", *PROBES, "probe_gap", "cka_linear", "cka_rbf") if c in est]
+    cols = [c for c in ("BnB", "AnB", "drop", "PnB", "drop_pretrained", *PROBES, "probe_gap", "cka_linear", "cka_rbf")
+            if c in est and est[c].notna().any()]
     t = est.groupby("n")[cols].mean()
     pct = [c for c in cols if not c.startswith("cka")]
     t[pct] = 100 * t[pct]

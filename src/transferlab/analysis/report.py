@@ -233,7 +233,7 @@ def _estimates(r: _Report):
         md = markdown_table(table.T, digits=2, index="per n")
         saves.append(Save("estimates_table", table, md))
         rep += [f"Means over {E.replicates(est)} replicate(s) per n: accuracies and differences in %, CKA as "
-                "it is (drop = BnB - AnB, probe_gap = BnB-probe - AnB-probe):", "", md, ""]
+                "it is (drop = BnB - AnB, drop_pretrained = BnB - PnB, probe_gap = BnB-probe - AnB-probe):", "", md, ""]
     if len(pred):
         shown = pred.assign(rho=[stats.pm(m, h, 2) for m, h in zip(pred.rho, pred.half)],
                             error=[stats.pm(m, h, 1).lstrip("+") for m, h in zip(pred.error_pp, pred.error_half)])
