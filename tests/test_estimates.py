@@ -121,6 +121,30 @@ def test_a_rerun_skips_finished_probes_and_a_lost_record_gives_the_same_probe(pr
     assert not after["probe"]["features_shared"]
 
 
+def test_without_memory_to_share_each_probe_computes_its_unit_alone_and_gets_the_same(probed, tmp_path, monkeypatch):
+    import shutil
+
+    import transferlab.features
+    import transferlab.estimates
+
+    root, _ = probed
+    copy = tmp_path / "synthetic-random"
+    shutil.copytree(root, copy)
+    for d in (copy / "cells").glob("*-probe"):
+        shutil.rmtree(d)
+    transferlab.estimates._MEMO.clear()
+    monkeypatch.setattr(transferlab.features, "_memory_budget", lambda device: 0)
+    rc, out, err = run(*tiny("treatments=[transfer,transfer_ft,selffer,probe]", "n=1..3", "train.epochs=2",
+                             "train.evals_per_epoch=2", f"results_dir={tmp_path}", "analyze=false"))
+    assert rc == 0, err
+    assert "6 trained" in out and not transferlab.estimates._MEMO
+    shared, alone = records(root), records(copy)
+    for name in ("B1B-probe", "A2B-probe", "A3B-probe"):
+        assert not alone[name]["probe"]["features_shared"]
+        assert alone[name]["metrics"] == shared[name]["metrics"]
+        assert alone[name]["probe"]["search"] == shared[name]["probe"]["search"]
+
+
 def test_the_probe_reads_the_sources_eval_mode_unit_features(probed):
     """What the probe fits is the frozen unit-n output of its base in eval mode (dropout off), pooled."""
     root, _ = probed

@@ -96,8 +96,8 @@ def sweep_cka(root, kernels=("linear",), images: int = 500, batch_size: int = 25
         """Rows of one pair (``nets()`` builds it), or those of cka.csv for the same weights."""
         same = old[(old.sha_x == sha_x) & (old.sha_y == sha_y) & (old.target == ident["target"])
                    & (old["sample"] == images)] if len(old) else old
-        if set(same.kernel) >= set(kernels):
-            rows.extend({**r, **ident} for r in same[same.kernel.isin(kernels)].to_dict("records"))
+        if set(same.kernel) >= set(kernels):  # every kernel measured before is kept, not only those asked for
+            rows.extend({**r, **ident} for r in same.to_dict("records"))
             return
         ctx = context(rec)
         task = ctx.task(ident["target"], int(rec["split_seed"]))

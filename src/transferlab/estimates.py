@@ -67,30 +67,35 @@ _KEY_LOCKS: dict = {}
 MEMO_SOURCES = 4  # baseA and baseB of two replicates run side by side
 
 
-def _units_to_keep(ctx, net, batches, n: int, max_features: int) -> int:
-    """Units to compute in one pass: up to the largest n of the sweep when their pooled features fit
-    a quarter of the free memory (features.py's budget), else n alone."""
+def _units_to_share(ctx, net, batches, n: int, max_features: int) -> int | None:
+    """How many units to compute in one pass and keep for the source's other probes: up to the
+    largest n of the sweep, when MEMO_SOURCES sources of them fit a quarter of the free memory
+    (features.py's budget); None: compute unit n alone and keep nothing."""
     from .config import parse_axis
     from .features import _memory_budget
 
     top = max(n, max(parse_axis(ctx.cfg.n, "n", 1, len(net.layers) - 1)))
     x, _ = next(iter(batches.plain_batches("val", 2)))
-    per_image = sum(f.shape[1] for f in unit_outputs(net, x, top, max_features)[0]) * 4
-    need = per_image * (len(batches.train) + len(batches.val)) * min(MEMO_SOURCES, 2)
-    return top if need <= _memory_budget(batches.device) else n
+    per_image = sum(f.shape[1] for f in unit_outputs(net, x, top, max_features)[0]) * 4  # float32
+    need = per_image * (len(batches.train) + len(batches.val)) * MEMO_SOURCES
+    return top if need <= _memory_budget(batches.device) else None
 
 
 def probe_features(ctx, cell, net, batches, sha: str, max_features: int, batch_size: int):
     """(train features, train labels, val features, val labels, shape, shared) of unit ``cell.n``
     of the source ``net`` (weights ``sha``); ``shared``: computed by an earlier cell of the process."""
-    units = _units_to_keep(ctx, net, batches, cell.n, max_features)
+    units = _units_to_share(ctx, net, batches, cell.n, max_features)
+    if units is None:
+        (tx, ty, shapes), (vx, vy, _) = (unit_features(net, batches, w, cell.n, max_features, batch_size)
+                                         for w in ("train", "val"))
+        return tx[-1], ty, vx[-1], vy, shapes[-1], False
     key = (sha, cell.target, cell.split_seed, str(ctx.device), max_features, units)
     with _MEMO_LOCK:
         lock = _KEY_LOCKS.setdefault(key, threading.Lock())
     with lock:  # a second cell of the same source waits for the first one's pass
         with _MEMO_LOCK:
             hit = _MEMO.get(key)
-        shared = hit is not None and cell.n <= units
+        shared = hit is not None
         if not shared:
             hit = {w: unit_features(net, batches, w, units, max_features, batch_size) for w in ("train", "val")}
             with _MEMO_LOCK:

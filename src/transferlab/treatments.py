@@ -63,13 +63,13 @@ TABLE = (
               "#1b7837", "^", 0.33),
     Treatment("pretrained_ft", "PnB+", "pretrained", True, "pretrained-finetuned", "pretrained PnB$^+$", "#a6dba0",
               "#4d9f54", "^", 0.43),
-    # Probes: drawn in the estimates figure (analysis/estimates.py) in their source's colours, open.
-    Treatment("selffer_probe", "BnB-probe", "own", False, "selffer-probe", "probe on baseB", "white", "#14279b",
+    # Probes: drawn in the estimates figure (analysis/estimates.py), dashed, in a pale tint of their source's colour.
+    Treatment("selffer_probe", "BnB-probe", "own", False, "selffer-probe", "probe on baseB", "#dde5f8", "#14279b",
               "o", 0.0, figure2=False, probe=True),
-    Treatment("transfer_probe", "AnB-probe", "other", False, "transfer-probe", "probe on baseA", "white",
+    Treatment("transfer_probe", "AnB-probe", "other", False, "transfer-probe", "probe on baseA", "#f8dcd9",
               "#a50f15", "D", 0.0, figure2=False, probe=True),
     Treatment("pretrained_probe", "PnB-probe", "pretrained", False, "pretrained-probe", "probe on the pretrained net",
-              "white", "#1b7837", "^", 0.0, figure2=False, probe=True),
+              "#d9efd6", "#1b7837", "^", 0.0, figure2=False, probe=True),
 )
 BY_NAME = {t.name: t for t in TABLE}
 BY_LABEL = {t.label: t for t in TABLE}

@@ -80,7 +80,11 @@ def measure_cka(roots, args) -> bool:
         print(f"error: {what}", file=sys.stderr)
         return False
     for root in roots:
-        table = sweep_cka(root, kernels, args.cka_images, device=args.device)
+        try:
+            table = sweep_cka(root, kernels, args.cka_images, device=args.device)
+        except (ValueError, RuntimeError, OSError) as e:  # e.g. the data moved since the sweep (data.root)
+            print(f"error: CKA of {root}: {type(e).__name__}: {e}", file=sys.stderr)
+            return False
         if len(table):
             atomic_write_bytes(root / "cka.csv", table.to_csv(index=False).encode())
             print(f"wrote {root / 'cka.csv'} ({table.groupby(['pair', 'seed', 'split_seed']).ngroups} pair(s) of networks, "

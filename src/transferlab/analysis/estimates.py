@@ -126,8 +126,7 @@ def estimates_figure(df: pd.DataFrame, cka: pd.DataFrame | None = None, metric: 
             st = STYLE[label]
             probe = label.endswith("-probe")
             ax.plot(y.index, y.values, ls="--" if probe else "-", lw=1.4, color=st["edge"], marker=st["marker"],
-                    ms=6, markerfacecolor="white" if probe else st["face"], markeredgecolor=st["edge"],
-                    label=label)
+                    ms=6, markerfacecolor=st["face"], markeredgecolor=st["edge"], label=label)
     ax.set_xlabel("n (units copied from the source; the probe reads unit n)")
     ax.set_ylabel(_ylabel(metric))
     if "cka_linear" in est or "cka_rbf" in est:
