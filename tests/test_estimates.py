@@ -300,3 +300,18 @@ def test_the_figure_and_the_report_section(tmp_path):
 def test_sweep_json_leaves_default_probe_settings_out():
     assert "probe" not in sweep.defining_config(tiny_cfg())
     assert sweep.defining_config(tiny_cfg("probe.holdout=0.3"))["probe"]["holdout"] == 0.3
+
+
+def test_probes_in_worker_processes_match_in_process(tmp_path):
+    """launcher=submitit_local: probes run by the same worker loop in other processes (where no
+    features are shared with the other processes' probes) and come out the same."""
+    common = tiny("treatments=[probe]", "n=1,2", "analyze=false")
+    assert run(*common, f"results_dir={tmp_path / 'one'}")[0] == 0
+    rc, out, err = run(*common, f"results_dir={tmp_path / 'two'}", "launcher=submitit_local", "launcher.workers=2",
+                       "launcher.poll_s=0.2")
+    assert rc == 0, err + out
+    one, two = records(tmp_path / "one" / "synthetic-random"), records(tmp_path / "two" / "synthetic-random")
+    assert set(one) == set(two) == {"baseA", "baseB", "B1B-probe", "A1B-probe", "B2B-probe", "A2B-probe"}
+    for name in ("B1B-probe", "A2B-probe"):
+        assert two[name]["launcher"] == "submitit_local" and two[name]["status"] == "done"
+        assert two[name]["metrics"] == one[name]["metrics"] and two[name]["probe"]["l2"] == one[name]["probe"]["l2"]
