@@ -132,7 +132,10 @@ def test_ctrl_c_says_how_far_it_got_exits_130_and_the_rerun_resumes(tmp_path, wo
     done = subprocess.run(sweep_cmd(ref, *args), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     victim = cells_dir(stopped) / "random0_s0_A1B"
-    proc = subprocess.Popen(sweep_cmd(stopped, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A terminal's Ctrl-C: SIGINT at its default, even where pytest itself runs with it ignored (a
+    # background job of a non-interactive shell inherits SIG_IGN, and so would the sweep).
+    proc = subprocess.Popen(sweep_cmd(stopped, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (victim / "checkpoint.pt").exists():
         assert proc.poll() is None and time.time() < deadline, "the sweep ended before A1B's first checkpoint"
