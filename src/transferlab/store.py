@@ -7,7 +7,7 @@ results/<sweep>/
   cells/<key>/model.pt       its weights (a state_dict; loaded with weights_only=True)
   cells/<key>/checkpoint.pt  while it trains: the state at the end of the last epoch (resume)
   cells/<key>/attempts       how many times its training was started
-  cells/<key>/.lock          held (fcntl) by the worker training it
+  cells/<key>/.lock          held (flock; msvcrt on Windows) by the worker training it
   cells.csv                  a tidy table of every finished cell
   figures/                   figure2.png / .pdf and tables
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -162,15 +161,13 @@ class SweepStore:
         path = self.cell_dir(key) / ".lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
+            if not _lock(f, blocking):
                 yield False
                 return
             try:
                 yield True
             finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                _unlock(f)
 
     def start_attempt(self, key: str) -> int:
         """Count one more start of the cell's training (call holding its lock); returns the count.
@@ -184,6 +181,44 @@ class SweepStore:
             n = 0
         atomic_write_bytes(path, f"{n + 1}\n".encode())
         return n + 1
+
+
+def _lock(f, blocking: bool) -> bool:
+    """An exclusive lock on an open file: True when held, False when another process holds it
+    (only when not ``blocking``). fcntl is imported here, not at the top: it does not exist on
+    Windows, where the analysis (which imports this module) must still work."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock on the first byte
+        import msvcrt
+        import time
+
+        while True:
+            try:
+                f.seek(0)  # the lock covers a byte range from the file position
+                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not blocking:
+                    return False
+                time.sleep(0.5)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlock(f) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def check_writable(root: Path) -> None:
