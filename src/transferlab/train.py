@@ -175,7 +175,10 @@ def make_optimizer(groups: list[dict], cfg, device: torch.device) -> torch.optim
     Both use the fused kernel where the device has one: one op per step instead of ~4 per tensor
     (5x faster on a CPU)."""
     name = cfg.get("optimizer", "sgd")
-    fused = device.type in ("cpu", "cuda")
+    # Not with fp16's gradient scaler on a CPU: fused SGD there turned the weights to NaN within
+    # 6 steps of a scaled tiny network, where the foreach kernel trains (tests/test_precision.py).
+    fp16 = resolve_precision(device, cfg.get("precision", "auto")) == "fp16"
+    fused = device.type == "cuda" or (device.type == "cpu" and not fp16)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=bool(cfg.nesterov) and cfg.momentum > 0, fused=fused)
@@ -184,11 +187,13 @@ def make_optimizer(groups: list[dict], cfg, device: torch.device) -> torch.optim
     raise ValueError(f"train.optimizer={name!r} is not valid; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def restore(state: dict, model, opt) -> tuple[list, int, int]:
-    """Load a saved training state (on_epoch_end's) into ``model`` and ``opt``; returns the
-    history, the optimiser step and the epochs done."""
+def restore(state: dict, model, opt, scaler=None) -> tuple[list, int, int]:
+    """Load a saved training state (on_epoch_end's) into ``model``, ``opt`` and the fp16 gradient
+    ``scaler``; returns the history, the optimiser step and the epochs done."""
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     return list(state["history"]), int(state["step"]), int(state["epoch"])
 
 
@@ -231,6 +236,9 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
     if not groups:
         raise ValueError("no trainable parameters: every layer is frozen")
     opt = make_optimizer(groups, cfg, device)
+    # fp16's 5-bit exponent flushes small gradients to zero: scale the loss up, unscale before the
+    # clip and the step, skip steps whose gradients overflowed. Disabled (a no-op) for fp32 and bf16.
+    scaler = torch.amp.GradScaler(device.type, enabled=resolve_precision(device, cfg.precision) == "fp16")
     fwd = compiled(model) if fast["compile"] else model
     B, steps_per_epoch = batches.batch_size, batches.steps_per_epoch
     total = steps_per_epoch * int(cfg.epochs)
@@ -240,7 +248,7 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
             f"epoch: evaluating after every step")
     history, step, t0, eval_time, done_epochs = [], 0, time.perf_counter(), 0.0, 0
     if state is not None:
-        history, step, done_epochs = restore(state, model, opt)
+        history, step, done_epochs = restore(state, model, opt, scaler)
         t0 -= history[-1]["time"] if history else 0.0
     batches = feature_batches(model, batches, frozen_layers, cfg.get("feature_cache", "auto"),
                               autocast=lambda: _autocast(device, cfg.precision)[0], log=log,
@@ -267,10 +275,12 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
                 out = fwd(x, no_grad_prefix=frozen_layers, **entry)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_([p for gr in groups for p in gr["params"]], cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             step, since = step + 1, since + 1
             loss_sum += loss.detach()
             correct += (out.argmax(1) == y).sum()
@@ -304,7 +314,7 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
             f"{history[-1]['val_top1']:.1%} ({elapsed:.1f}s, cell ETA {eta:.0f}s)")
         if on_epoch_end is not None:
             on_epoch_end({"epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
-                          "optimizer": opt.state_dict(),
+                          "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                           "rng": {"batches": g.get_state(), "dropout": g_drop.get_state()}})
 
     # The result: the last evaluation, the curve, and how the run went.
@@ -315,4 +325,5 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
             "precision": _autocast(device, cfg.precision)[1], "setup_time": setup_time,
             "eval_time": eval_time, "feature_cache_layers": entry.get("start", 0),
             "feature_cache_check": getattr(batches, "check", None), "fast_path": fast,
-            "threads": torch.get_num_threads() if device.type == "cpu" else None, "unit_lr_mult": unit_mults}
+            "threads": torch.get_num_threads() if device.type == "cpu" else None, "unit_lr_mult": unit_mults,
+            "grad_scale": scaler.get_scale() if scaler.is_enabled() else None}
