@@ -12,10 +12,12 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
 
 def run_notebook(tmp_path, results=None):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    params = nb.cells[1]
-    assert "RESULTS = None" in params.source, "the first code cell sets RESULTS"
-    if results is not None:
-        params.source = params.source.replace("RESULTS = None", f"RESULTS = {[str(r) for r in results]!r}")
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    assert tagged == code[:1], "the first code cell, and only it, is tagged parameters (papermill)"
+    assert "RESULTS = None" in nb.cells[tagged[0]].source, "the parameters cell sets RESULTS"
+    if results is not None:  # as papermill -p RESULTS ... does: a cell of new values right after it
+        nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(f"RESULTS = {[str(r) for r in results]!r}"))
     nbclient.NotebookClient(nb, kernel_name="python3", timeout=180,
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

@@ -19,6 +19,11 @@ def test_wheel_carries_configs_and_runs_from_elsewhere(tmp_path):
     for group in ("data", "model", "split", "train", "launcher"):
         assert any(n.startswith(f"transferlab/configs/{group}/") for n in names), group
     assert "transferlab/configs/config.yaml" in names
+    entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry).decode()
+    for script in ("transferlab-sweep", "transferlab-analysis", "transferlab-bench"):
+        assert script in scripts, script
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # Run from an unrelated directory with only the unpacked wheel on the path.
