@@ -64,3 +64,34 @@ def test_fp16_on_a_cpu_steps_with_the_foreach_kernel_not_the_fused_one():
         tcfg = compose(TINY + [f"train.precision={precision}"]).train
         opt = make_optimizer([{"params": p, "lr_mult": 1.0}], tcfg, torch.device("cpu"))
         assert bool(opt.defaults["fused"]) is fused, precision
+
+
+def test_the_cuda_defaults_code_path_runs_on_a_cpu_close_to_fp32(tmp_path):
+    """bf16 autocast, channels_last and torch.compile (what a GPU gets by default) for a small sweep
+    on a CPU: every network finishes with finite numbers, its first evaluation within 5% of fp32's
+    training loss and its final validation loss within 15% (the runs then drift apart, as any two
+    arithmetics do), frozen cells through the feature cache under bf16's tolerance."""
+    import contextlib
+    import io
+    import json
+
+    from transferlab import sweep
+
+    common = ["n=1,5", "treatments=[transfer,transfer_ft]", "data.num_superclasses=2", "data.classes_per_superclass=3",
+              "data.train_per_class=40", "data.val_per_class=20", "train.epochs=3", "train.batch_size=16",
+              "train.lr=0.005", "device=cpu", "analyze=false"]
+    runs = {"bf16": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
+            "fp32": ["train.precision=fp32"]}
+    for name, extra in runs.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert sweep.main([*common, *extra, f"results_dir={tmp_path / name}"]) == 0
+    for path in sorted((tmp_path / "bf16" / "synthetic-random" / "cells").glob("*/record.json")):
+        a = json.loads(path.read_text())
+        b = json.loads((tmp_path / "fp32" / path.relative_to(tmp_path / "bf16")).read_text())
+        assert a["precision"] == "bf16" and a["fast_path"] == {"channels_last": True, "cudnn_benchmark": False,
+                                                                "compile": True}
+        assert all(math.isfinite(h[k]) for h in a["history"] for k in ("train_loss", "val_loss", "val_top1"))
+        assert a["history"][0]["train_loss"] == pytest.approx(b["history"][0]["train_loss"], rel=0.05), a["name"]
+        assert a["metrics"]["val_loss"] == pytest.approx(b["metrics"]["val_loss"], rel=0.15), a["name"]
+        if a["name"] == "A5B":
+            assert a["feature_cache_layers"] == 5 and a["feature_cache_check"]["tolerance"] == 0.0  # a CPU: exact
