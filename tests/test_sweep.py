@@ -266,3 +266,14 @@ def test_records_say_whether_the_code_differs_from_its_commit(tmp_path):
     assert git_state(str(tmp_path))["git_dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(str(tmp_path))["git_dirty"] is True
+
+
+def test_a_dry_run_never_pins_a_recipe(tmp_path):
+    """A dry run checks against a folder's recipe but writes none: the plan of one recipe, then
+    another, then a real run of a third are all accepted; after that run the recipe is pinned."""
+    assert run(*TINY, "train.epochs=3", "dry_run=true", f"results_dir={tmp_path}")[0] == 0
+    assert not (tmp_path / SWEEP / "sweep.json").exists()
+    assert run(*TINY, "dry_run=true", f"results_dir={tmp_path}")[0] == 0
+    assert run(*TINY, "n=1", "treatments=[transfer]", "train.epochs=2", "analyze=false", f"results_dir={tmp_path}")[0] == 0
+    rc, out, err = run(*TINY, "n=1", "dry_run=true", f"results_dir={tmp_path}")  # epochs 1: not this folder's
+    assert rc == 2 and "train.epochs: 2 -> 1" in err

@@ -102,9 +102,10 @@ def _keep_weights(old: dict, new: dict) -> tuple[dict, dict]:
     return old, new
 
 
-def prepare(cfg, device, store: SweepStore) -> None:
+def prepare(cfg, device, store: SweepStore, pin: bool = True) -> None:
     """Set up the sweep folder of a validated config (sweep.json, refusing another recipe); no
-    training yet."""
+    training yet. ``pin=False`` (a dry run) only checks against the recipe already there: a folder
+    where nothing was trained must not hold a recipe that refuses the real run."""
     root = store.root
     check_writable(root)
     meta_path = root / "sweep.json"
@@ -129,7 +130,8 @@ def prepare(cfg, device, store: SweepStore) -> None:
             raise ConfigError(
                 f"{root} holds a sweep with a different recipe ({changes}). Records of different "
                 f"recipes must not be mixed: choose another name=... or remove that folder")
-    atomic_write_json(meta_path, {"name": sweep_name(cfg), "config": defining})
+    if pin:
+        atomic_write_json(meta_path, {"name": sweep_name(cfg), "config": defining})
 
 
 def splits_table(ctx, cells: list[Cell]) -> dict:
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.dry_run:
             ctx.dataset.check()  # the files are there (or downloaded), before any training
         executor = make_executor(cfg)
-        prepare(cfg, ctx.device, store)
+        prepare(cfg, ctx.device, store, pin=not cfg.dry_run)
         atomic_write_json(store.root / "splits.json", merge_splits(store.root / "splits.json", splits))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
