@@ -109,7 +109,7 @@ def test_slurm_parameters_follow_the_launcher_config():
                    "launcher.timeout_min=90", "launcher.array_parallelism=8", "launcher.mem_gb=32",
                    "+launcher.additional_parameters.mail-type=END"])
     p = slurm_parameters(cfg.launcher)
-    assert p == {"partition": "gpu", "gpus_per_task": 2, "cpus_per_task": 4, "mem": 32, "time": 90,
+    assert p == {"partition": "gpu", "gpus_per_task": 2, "cpus_per_task": 4, "mem": "32GB", "time": 90,
                  "array_parallelism": 8, "signal_delay_s": 120, "additional_parameters": {"mail-type": "END"}}
     import submitit  # every key is one SlurmExecutor accepts
 

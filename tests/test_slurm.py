@@ -147,3 +147,23 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(cluster, t
     log = "".join(p.read_text() for p in (root / "slurm").glob(f"{cells_id}_*_log.*"))
     assert "SIGUSR2" in log and f"resuming from the checkpoint of epoch {rec['resumed_from_epoch']}" in log
     assert_same_results(in_process(*args), root)
+
+
+def test_slurm_reads_mem_gb_in_gigabytes(cluster, tmp_path, monkeypatch):
+    """What Slurm itself records for launcher.mem_gb, on a held job that never runs: 32 GB, not
+    the 32 MB that a bare --mem=32 asks for."""
+    from transferlab.config import compose
+    from transferlab.executors import slurm
+
+    monkeypatch.setenv("SLURM_CONF", cluster["SLURM_CONF"])
+    for mem_gb, recorded in (("32", "32G"), ("1.5", "1.50G")):
+        lc = compose(["launcher=slurm", "launcher.partition=debug", "launcher.gpus_per_task=0",
+                      "launcher.cpus_per_task=1", f"launcher.mem_gb={mem_gb}",
+                      "+launcher.additional_parameters.hold=true"]).launcher
+        job = slurm.slurm_executor(lc, tmp_path / "slurm", "transferlab-mem").submit(print, "never runs")
+        try:
+            info = subprocess.run(["scontrol", "show", "job", job.job_id], env=cluster, capture_output=True,
+                                  text=True, check=True).stdout
+        finally:
+            subprocess.run(["scancel", job.job_id], env=cluster, timeout=60)
+        assert f"MinMemoryNode={recorded}" in info, info

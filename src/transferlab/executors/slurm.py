@@ -4,32 +4,78 @@ one network per array task."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from ..cells import Cell
+from ..config import ConfigError
 from ..store import atomic_write_json, timestamp
 from .base import Executor, LaunchError
 from .progress import wait
 from .worker import Worker, worker_config
 
-SLURM_KEYS = ("partition", "account", "qos", "constraint", "gpus_per_task", "cpus_per_task",
-              "mem_gb", "timeout_min", "array_parallelism", "signal_delay_s", "setup",
-              "additional_parameters", "exclude", "comment")
+# The launcher keys passed to submitit's SlurmExecutor (hydra-submitit-launcher's names and units).
+SLURM_KEYS = ("partition", "account", "qos", "constraint", "exclude", "comment", "gres", "gpus_per_node",
+              "gpus_per_task", "cpus_per_task", "cpus_per_gpu", "mem_gb", "mem_per_gpu", "timeout_min",
+              "array_parallelism", "signal_delay_s", "setup", "additional_parameters")
+
+# A Slurm memory size: a whole number and a unit (a bare number is megabytes to Slurm).
+SLURM_SIZE = re.compile(r"[1-9][0-9]*[KMGTkmgt][Bb]?")
+
+
+def mem_string(gb: float) -> str:
+    """``mem_gb`` as sbatch's --mem: 32 -> "32GB", 1.5 -> "1536MB" (rounded up, never 0, which
+    would ask for all of a node's memory). A bare number would be megabytes to Slurm."""
+    gb = float(gb)
+    return f"{int(gb)}GB" if gb.is_integer() else f"{max(1, math.ceil(gb * 1024))}MB"
 
 
 def slurm_parameters(lc) -> dict:
-    """submitit SlurmExecutor parameters from the launcher config (unset ones left out)."""
+    """submitit SlurmExecutor parameters from the launcher config: null keys (and counts of 0
+    GPUs) left out, so they are not passed to sbatch. Raises ConfigError, naming the key, for
+    what the schema cannot see: a memory size without its unit, keys Slurm refuses together."""
     p = {k: lc.get(k) for k in SLURM_KEYS}
+    for k in ("gpus_per_task", "gpus_per_node"):
+        if p[k] == 0:
+            p[k] = None
+    mem_per_gpu = p["mem_per_gpu"]
+    if mem_per_gpu is not None and not SLURM_SIZE.fullmatch(str(mem_per_gpu)):
+        raise ConfigError(f"launcher.mem_per_gpu={mem_per_gpu!r} is not valid; expected a whole size with its "
+                          f"unit (K, M, G, T), e.g. 16G, or null (Slurm reads a bare number as megabytes)")
+    gres_gpus = "gres" if p["gres"] is not None and str(p["gres"]).startswith("gpu") else None
+    one_way = "ask for GPUs with one of gres, gpus_per_node, gpus_per_task"
+    for a, b, why in (("mem_gb", "mem_per_gpu", "sbatch refuses --mem with --mem-per-gpu"),
+                      ("cpus_per_gpu", "cpus_per_task", "sbatch refuses --cpus-per-gpu with --cpus-per-task"),
+                      (gres_gpus, "gpus_per_task", one_way), ("gpus_per_node", "gpus_per_task", one_way)):
+        if a and p[a] is not None and p[b] is not None:
+            raise ConfigError(f"launcher.{a}={p[a]} and launcher.{b}={p[b]} cannot both be set ({why}): "
+                              f"set launcher.{a}=null or launcher.{b}=null")
     p["time"] = int(p.pop("timeout_min"))
-    p["mem"] = p.pop("mem_gb")
-    p = {k: v for k, v in p.items() if v not in (None, 0, "", [], {})}
+    mem_gb = p.pop("mem_gb")
+    p["mem"] = None if mem_gb is None else mem_string(mem_gb)
+    p = {k: v for k, v in p.items() if v not in (None, "", [], {})}
     for k in ("setup", "additional_parameters"):
         if k in p:
             p[k] = OmegaConf.to_container(p[k]) if OmegaConf.is_config(p[k]) else p[k]
     return p
+
+
+def slurm_executor(lc, folder: Path, job_name: str, dependency: str | None = None):
+    """The submitit SlurmExecutor for the launcher config (what it writes to sbatch:
+    ``ex._make_submission_file_text(command, uid)``)."""
+    import submitit
+
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=int(lc.max_num_timeout))
+    # One task per array job, always: one network. Said explicitly, as hydra-submitit-launcher
+    # does (tasks_per_node=1): Slurm 22.05 refuses --gpus-per-task with --cpus-per-task without it.
+    ex.update_parameters(job_name=job_name, ntasks_per_node=1, **slurm_parameters(lc))
+    if dependency:
+        ex.update_parameters(dependency=dependency)
+    return ex
 
 
 def squeue_states(job_ids: list[str]) -> dict[str, str]:
@@ -57,6 +103,7 @@ class SlurmArrays(Executor):
     submitting twice."""
 
     def __init__(self, launcher):
+        slurm_parameters(launcher)  # what the schema cannot check, before anything runs
         self.lc = launcher
 
     def run(self, ctx, cells, run_id):
@@ -99,10 +146,7 @@ class SlurmArrays(Executor):
         for what, group in (("bases", bases), ("cells", rest)):
             if not group:
                 continue
-            ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=int(lc.max_num_timeout))
-            ex.update_parameters(job_name=f"transferlab-{name}-{what}", **slurm_parameters(lc))
-            if dependency:
-                ex.update_parameters(dependency=dependency)
+            ex = slurm_executor(lc, folder, f"transferlab-{name}-{what}", dependency)
             try:
                 jobs = ex.map_array(Worker(config, run_id), [[c.key] for c in group])
             except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as e:

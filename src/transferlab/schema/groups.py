@@ -198,9 +198,14 @@ class SlurmLauncher:
     constraint: Optional[str] = None
     exclude: Optional[str] = None
     comment: Optional[str] = None
-    gpus_per_task: int = num(1, ge=0)
-    cpus_per_task: int = count(4)
-    mem_gb: Optional[float] = num(None, gt=0)
+    # hydra-submitit-launcher's names and units; null (and 0 GPUs): not passed to sbatch
+    gres: Optional[str] = None                          # --gres, e.g. gpu:2 or gpu:a100:1
+    gpus_per_node: Optional[int] = num(None, ge=0)      # --gpus-per-node
+    gpus_per_task: Optional[int] = num(1, ge=0)         # --gpus-per-task
+    cpus_per_task: Optional[int] = num(4, ge=1)         # --cpus-per-task
+    cpus_per_gpu: Optional[int] = num(None, ge=1)       # --cpus-per-gpu (not with cpus_per_task)
+    mem_gb: Optional[float] = num(None, gt=0)           # --mem, in GB (written 32GB, or in MB if fractional)
+    mem_per_gpu: Optional[str] = None                   # --mem-per-gpu, verbatim: a size with its unit, e.g. 16G
     timeout_min: int = count(240)
     max_num_timeout: int = num(20, ge=0)
     signal_delay_s: int = num(120, ge=0)
