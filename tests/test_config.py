@@ -249,3 +249,13 @@ def test_bad_launcher_workers(launcher, workers):
 
     with pytest.raises(ConfigError, match=r"launcher.workers=.* is not valid; expected auto or an integer >= 1"):
         make_executor(compose([f"launcher={launcher}", f"launcher.workers={workers}"]))
+
+
+@pytest.mark.parametrize("path", ["~/data", "/tmp/my photos (2024)/x=1", "it's here", "C:\\data\\x", "C:\\data\\",
+                                  "a\\'b", "/data/[train]{v2},ok"])
+def test_paths_work_unquoted(path):
+    """data.root=~/data is a grammar error to Hydra unquoted; path keys take any value as written."""
+    cfg = compose(["data=imagefolder", f"data.root={path}", f"model.weights={path}", f"results_dir={path}"])
+    assert cfg.data.root == cfg.model.weights == cfg.results_dir == path
+    assert compose(["data=imagefolder", "data.root='~/quoted'"]).data.root == "~/quoted"
+    assert compose(["data=imagefolder", "data.root=null"]).data.root is None

@@ -39,14 +39,30 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+# Keys whose values are paths: taken as written, so data.root=~/data or a folder with spaces,
+# brackets or '=' need no quoting (Hydra's override grammar refuses ~ and others unquoted).
+PATH_KEYS = ("data.root", "data.hierarchy", "model.weights", "results_dir")
+
+
+def _quoted(value: str) -> str:
+    """``value`` as one single-quoted string of Hydra's grammar: backslashes are escaped only where
+    they precede a quote or the closing quote (Hydra reads the others as written)."""
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
+
+
 def quote_axis_overrides(overrides: Sequence[str]) -> list[str]:
-    """Turn ``n=1..7`` / ``n=1,3,5`` into quoted strings Hydra takes as plain values."""
+    """Turn ``n=1..7`` / ``n=1,3,5`` into quoted strings Hydra takes as plain values, and path
+    values (PATH_KEYS) into quoted strings as written."""
     out = []
     for ov in overrides:
         key, sep, value = ov.partition("=")
         bare = key.lstrip("+~")
         if sep and bare in AXIS_KEYS and value and value[0] not in "'\"[":
             ov = f"{key}='{value}'"
+        elif sep and bare in PATH_KEYS and value and value[0] not in "'\"" and value != "null":
+            ov = f"{key}={_quoted(value)}"
         out.append(ov)
     return out
 
