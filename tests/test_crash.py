@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
+import contextlib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,12 +17,13 @@ import torch
 from conftest import tiny, without_timing
 
 from transferlab import runner, sweep
-from transferlab.cells import Cell
+from transferlab.cells import Cell, plan
 from transferlab.config import compose
+from transferlab.executors import InProcess, StillRunning, local
 from transferlab.models import build_model
 from transferlab.runner import SweepContext
 from transferlab.store import SweepStore, load_state
-from transferlab.train import make_batches, train
+from transferlab.train import Interrupted, make_batches, train
 
 # 3 networks (baseA, baseB, A1B) on 6 classes; epochs are ~0.1 s, so a cell of 20 epochs
 # leaves a wide window to kill it between its first checkpoint and its end.
@@ -123,34 +126,152 @@ def test_sigkill_mid_cell_then_rerun_gives_identical_results(tmp_path):
     assert not list(victim.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_says_how_far_it_got_exits_130_and_the_rerun_resumes(tmp_path, workers):
+def interrupt(results: Path, args, victims: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """Start the sweep, send it SIGINT (a terminal's Ctrl-C) as soon as one of ``victims`` has
+    written a checkpoint in this run, and let it end: (process, stdout, stderr)."""
+    ckpts = [cells_dir(results) / f"random0_s0_{v}" / "checkpoint.pt" for v in victims]
+
+    def stamps():
+        return [c.stat().st_mtime_ns if c.exists() else None for c in ckpts]
+
+    before = stamps()
+    # SIGINT at its default, even where pytest itself runs with it ignored (a background job of
+    # a non-interactive shell inherits SIG_IGN, and so would the sweep).
+    proc = subprocess.Popen(sweep_cmd(results, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while not any(now is not None and now != then for now, then in zip(stamps(), before)):
+        assert proc.poll() is None and time.time() < deadline, f"the sweep ended before a checkpoint of {victims}"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc, out, err
+
+
+@pytest.mark.parametrize(("workers", "victims", "rounds"), [(1, ["A1B"], 1), (2, ["baseA", "baseB"], 3)])
+def test_ctrl_c_says_how_far_it_got_exits_130_and_the_rerun_resumes(tmp_path, workers, victims, rounds):
     """SIGINT (Ctrl-C) mid-cell: no traceback, 'interrupted: k of N networks finished; run the
-    same command to resume', exit status 130; the rerun resumes and ends as an uninterrupted run."""
+    same command to resume', exit status 130; the rerun resumes and ends as an uninterrupted run.
+
+    With 2 workers the signal comes while the two bases train side by side in their threads, in
+    ``rounds`` runs (each resuming the one before): the sweep must wait for every thread to stop.
+    Returning while one is inside a torch op aborted the process at the interpreter's shutdown
+    ("terminate called without an active exception", SIGABRT), in about 1 run in 3 here."""
     ref, stopped = tmp_path / "ref", tmp_path / "stopped"
     args = ("train.epochs=20", f"launcher.workers={workers}")
     done = subprocess.run(sweep_cmd(ref, *args), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    victim = cells_dir(stopped) / "random0_s0_A1B"
-    # A terminal's Ctrl-C: SIGINT at its default, even where pytest itself runs with it ignored (a
-    # background job of a non-interactive shell inherits SIG_IGN, and so would the sweep).
-    proc = subprocess.Popen(sweep_cmd(stopped, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while not (victim / "checkpoint.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "the sweep ended before A1B's first checkpoint"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    finished = len(list(cells_dir(stopped).glob("*/record.json")))
-    assert f"interrupted: {finished} of 3 networks finished; run the same command to resume" in err
-    assert not (victim / "record.json").exists()
+    for r in range(rounds):
+        proc, out, err = interrupt(stopped, args, victims)
+        assert "terminate called" not in err, f"round {r + 1}: {err}"
+        assert proc.returncode == 130, f"round {r + 1}: {out}{err}"
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        finished = len(list(cells_dir(stopped).glob("*/record.json")))
+        assert f"interrupted: {finished} of 3 networks finished; run the same command to resume" in err
+        assert not any((cells_dir(stopped) / f"random0_s0_{v}" / "record.json").exists() for v in victims), \
+            "interrupted too late"
+        assert r == 0 or "resuming from the checkpoint of epoch" in out
     again = subprocess.run(sweep_cmd(stopped, *args), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming from the checkpoint of epoch" in again.stdout
     assert_same_results(cells_dir(ref), cells_dir(stopped))
+
+
+class SlowToStop:
+    """In place of run_cells in launcher=local's worker threads: a worker whose network trains
+    until it is told to stop, then takes ``slow_s`` to reach the end of its step in the thread
+    named ``slow`` (0.05 s in the others) and raises train.Interrupted, as train() does."""
+
+    def __init__(self, workers: int, slow: str, slow_s: float):
+        self.workers, self.slow, self.slow_s = workers, slow, slow_s
+        self.started, self.ended, self.all_started, self._lock = [], [], threading.Event(), threading.Lock()
+
+    def __call__(self, ctx, cells, run_id, say=print, should_stop=None, parallel=1, once=None):
+        name = threading.current_thread().name
+        with self._lock:
+            self.started.append(name)
+            if len(self.started) == self.workers:
+                self.all_started.set()
+        give_up = time.monotonic() + 60
+        while not should_stop() and time.monotonic() < give_up:
+            time.sleep(0.005)
+        time.sleep(self.slow_s if name == self.slow else 0.05)
+        self.ended.append(name)
+        raise Interrupted("stopped")
+
+    def wait_until_ended(self) -> None:
+        deadline = time.monotonic() + 60
+        while len(self.ended) < self.workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def terminal_sigint():
+    """SIGINT as in a terminal's foreground process (pytest may run with it ignored), restored after."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def ctrl_c_when(ready: threading.Event, times: int = 1, after_s: float = 0.3) -> threading.Thread:
+    """Ctrl-C ``times`` times (0.05 s apart) in the main thread, ``after_s`` after ``ready``:
+    by then it waits for the worker threads."""
+    def press():
+        if ready.wait(60):
+            time.sleep(after_s)
+            for _ in range(times):
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                time.sleep(0.05)
+
+    t = threading.Thread(target=press, daemon=True)
+    t.start()
+    return t
+
+
+def worker_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("transferlab-worker")]
+
+
+@pytest.mark.parametrize("slow", ["transferlab-worker-0", "transferlab-worker-1"])
+def test_ctrl_c_waits_for_every_worker_thread_to_stop(tmp_path, monkeypatch, capsys, slow):
+    """Whichever network is slowest to stop, the sweep ends only after every worker thread has:
+    a thread left in a torch op aborts the process at the interpreter's shutdown. (A
+    KeyboardInterrupt inside Thread.join marked the joined thread as ended, CPython gh-90882.)"""
+    fake = SlowToStop(2, slow, slow_s=1.0)
+    monkeypatch.setattr(local, "run_cells", fake)
+    ctrl_c_when(fake.all_started)
+    with terminal_sigint():
+        rc = sweep.main(TINY + ["train.epochs=2", "launcher.workers=2", f"results_dir={tmp_path}"])
+    ended_then, running_then = list(fake.ended), worker_threads()
+    fake.wait_until_ended()
+    assert rc == 130
+    assert sorted(ended_then) == ["transferlab-worker-0", "transferlab-worker-1"], "returned before they stopped"
+    assert running_then == []
+    err = capsys.readouterr().err
+    assert "interrupted: 0 of 3 networks finished; run the same command to resume" in err
+    assert "Ctrl-C again to quit at once" in err
+
+
+def test_a_second_ctrl_c_or_a_network_that_does_not_stop_leaves_at_once(tmp_path, monkeypatch, capsys):
+    """Ctrl-C twice: StillRunning (the sweep then ends with os._exit(130)) without waiting for the
+    networks; so too once they have not stopped within STOP_WAIT_S of the first."""
+    cfg = compose(TINY + ["train.epochs=2", "launcher.workers=2", f"results_dir={tmp_path}"])
+    ctx = SweepContext(cfg, SweepStore(tmp_path / "s"))
+    for presses, wait_s, why in [(2, 60.0, ""), (1, 0.3, "still busy")]:
+        fake = SlowToStop(2, "transferlab-worker-0", slow_s=2.0)
+        monkeypatch.setattr(local, "run_cells", fake)
+        monkeypatch.setattr(local, "STOP_WAIT_S", wait_s)
+        ctrl_c_when(fake.all_started, times=presses)
+        t0 = time.monotonic()
+        with terminal_sigint(), pytest.raises(StillRunning):
+            InProcess().run(ctx, plan(cfg), "run-1")
+        assert time.monotonic() - t0 < 1.5, "waited for the slow network"
+        assert "transferlab-worker-0" not in fake.ended
+        assert why in capsys.readouterr().err
+        fake.wait_until_ended()
+
 
 def test_two_sweeps_started_at_once_train_every_network_once(tmp_path):
     cmd = sweep_cmd(tmp_path, "n=1,2", "treatments=[selffer,transfer]", "train.epochs=2")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -21,7 +22,7 @@ from omegaconf import OmegaConf
 
 from .cells import Cell, plan
 from .config import ConfigError, compose, fit_to_data, results_root, sweep_name, validate
-from .executors import LaunchError, make_executor, new_run_id, summarize
+from .executors import LaunchError, StillRunning, make_executor, new_run_id, summarize
 from .models import pretrained, unit_names
 from .store import SweepStore, atomic_write_json, check_writable
 
@@ -233,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C; launcher=local has stopped its networks first
         done = sum(store.is_done(c.key) for c in cells)
         print(f"\ninterrupted: {done} of {len(cells)} networks finished; run the same command to resume",
               file=sys.stderr, flush=True)
+        if isinstance(e, StillRunning):  # Ctrl-C twice: threads left inside torch ops, so no
+            sys.stdout.flush()           # interpreter shutdown around them (it would abort)
+            os._exit(130)
         return 130
     if run_id is None:
         return 0  # submitted; running the same command again shows progress

@@ -25,14 +25,14 @@ import shutil
 from ..config import ConfigError
 from ..schema import check_group
 from .base import Executor, LaunchError, new_run_id
-from .local import InProcess, cpu_cores, local_workers
+from .local import InProcess, StillRunning, cpu_cores, local_workers
 from .progress import progress, summarize
 from .slurm import SLURM_KEYS, SlurmArrays, slurm_parameters, squeue_states
 from .submitit_local import LocalWorkers
 from .worker import Decision, Once, Step, Worker, next_step, run_cells, worker_config
 
 __all__ = ["SLURM_KEYS", "Decision", "Executor", "InProcess", "LaunchError", "LocalWorkers",
-           "Once", "SlurmArrays", "Step", "Worker", "cpu_cores", "local_workers", "make_executor",
+           "Once", "SlurmArrays", "Step", "StillRunning", "Worker", "cpu_cores", "local_workers", "make_executor",
            "new_run_id", "next_step", "progress", "run_cells", "slurm_parameters", "squeue_states",
            "summarize", "worker_config"]
 

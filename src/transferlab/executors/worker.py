@@ -186,10 +186,19 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print, should_stop=None, 
         waiting = [(c, key) for c in queue if not loop.stopping() and (key := loop.attempt(c)) is not None]
         queue = [c for c, _ in waiting]
         if waiting:  # every one left is held by another worker: wait for the first
-            with ctx.store.lock(waiting[0][1]):
-                pass
+            _wait_for_lock(ctx.store, waiting[0][1], loop.stopping)
             time.sleep(0.1)
     return loop.counts
+
+
+def _wait_for_lock(store: SweepStore, key: str, stopping, poll_s: float = 0.1) -> None:
+    """Until the lock of ``key`` is free (whoever held it, in any process, is done with it) or
+    ``stopping()`` says to end: a worker stopped by Ctrl-C does not wait for another's network."""
+    while not stopping():
+        with store.lock(key, blocking=False) as free:
+            if free:
+                return
+        time.sleep(poll_s)
 
 
 @dataclass
