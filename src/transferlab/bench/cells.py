@@ -26,7 +26,8 @@ def our_cell(model, frozen: int, task, cfg, mean, std, device: torch.device) -> 
     return {"wall": r["train_time"], "step_time": r["train_time"] - r["eval_time"] - r["setup_time"],
             "steps": steps, "setup_time": r["setup_time"], "eval_time": r["eval_time"],
             "feature_cache_layers": r["feature_cache_layers"], "fast_path": r["fast_path"],
-            "val_top1": r["metrics"]["val_top1"]}
+            "val_top1": r["metrics"]["val_top1"], "train_loss": r["metrics"]["train_loss"],
+            "feature_cache_check": r["feature_cache_check"]}
 
 
 def step_flops(model, frozen: int, start: int, x: torch.Tensor, y: torch.Tensor, device, precision) -> int:

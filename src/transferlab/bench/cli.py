@@ -12,6 +12,7 @@ from ..store import atomic_write_json, timestamp
 from ..train import device_name, resolve_device
 from . import folder
 from .cells import CELLS, REFERENCES, Bench
+from .check import describe, self_check
 from .peak import matmul_peak
 from .sweeps import sweeps_side_by_side
 
@@ -75,6 +76,7 @@ def run(args) -> dict:
     if not quick and not args.no_sweep:
         result["sweep"] = sweeps_side_by_side(device)
     result["load_after"] = _load()
+    result["self_check"] = [{"passed": ok, "what": w} for ok, w in self_check(result)]
     return result
 
 
@@ -103,6 +105,9 @@ def print_table(result: dict) -> None:
             print(_row(label, c))
     if result.get("folder"):
         print("\n" + folder.describe(result["folder"]))
+    if result.get("self_check"):
+        fast = next(iter(next(iter(result["networks"].values()))["cells"].values()))["runs"]["ours"].get("fast_path")
+        print("\n" + describe([(c["passed"], c["what"]) for c in result["self_check"]], fast))
     s = result.get("sweep")
     if s:
         print(f"\ndefault sweep ({s['ours']['networks']} networks x {s['epochs']} epochs), both measured: ours "
@@ -124,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"\nwrote {out}")
-    return 0
+    return 0 if all(c["passed"] for c in result["self_check"]) else 1
