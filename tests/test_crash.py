@@ -309,9 +309,9 @@ def test_corrupted_record_checkpoint_and_model_are_recomputed(tmp_path, capsys):
     capsys.readouterr()
 
     assert sweep.main(args) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     for what in ("random0_s0_baseB/record.json", "random0_s0_baseA/model.pt", "random0_s0_A1B/checkpoint.pt"):
-        assert f"{what} is corrupted" in out, out
+        assert f"{what} is corrupted" in err, err  # warnings: on stderr
     assert "3 trained" in out
     assert_same_results(ref, cells)
 
@@ -332,13 +332,13 @@ def test_a_diverging_cell_fails_alone_and_is_retried_next_run(tmp_path, monkeypa
 
     monkeypatch.setattr(runner, "train", train_with_a_huge_lr)
     assert sweep.main(args) == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     store = SweepStore(cells_dir(tmp_path).parent)
     status = {r["name"]: r["status"] for r in store.records()}
     assert status == {"baseA": "failed", "A1B": "failed", "baseB": "done", "B1B": "done"}
     assert store.read_record("random0_s0_baseA")["error"].startswith("TrainingDiverged: loss became")
     assert store.read_record("random0_s0_A1B")["error"].startswith("its base baseA failed: TrainingDiverged")
-    assert "2 trained, 0 skipped, 2 failed" in out and "failed: random0_s0_baseA: TrainingDiverged" in out
+    assert "2 trained, 0 skipped, 2 failed" in out and "failed: random0_s0_baseA: TrainingDiverged" in err
 
     monkeypatch.setattr(runner, "train", real_train)
     assert sweep.main(args) == 0

@@ -100,7 +100,7 @@ def test_unreadable_record_is_not_done_and_reported_once(tmp_path, capsys, bad):
     assert s.read_record(KEY) is None
     assert not s.is_done(KEY)
     assert s.records() == []
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # a warning: on stderr
     assert out.count("warning:") == 1, out  # said once, however often it is read
     assert str(s.record_path(KEY)) in out and "corrupted" in out and "recomputed" in out
 
@@ -123,7 +123,7 @@ def test_a_model_file_that_differs_from_its_record_is_not_done(tmp_path, capsys)
     assert s.is_done(KEY, need_model=True)
     atomic_torch_save(s.model_path(KEY), {"w": torch.zeros(3)})  # replaced behind the record's back
     assert s.is_done(KEY) and not s.is_done(KEY, need_model=True)
-    assert "sha256 differs" in capsys.readouterr().out
+    assert "sha256 differs" in capsys.readouterr().err
     s.model_path(KEY).unlink()
     assert not s.is_done(KEY, need_model=True)
 

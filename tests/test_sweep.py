@@ -155,7 +155,7 @@ def test_a_corrupted_record_is_recomputed_and_the_rest_skipped(done, tmp_path):
     victim.write_text(victim.read_text()[:200])  # as if cut off mid-write by a crash
     rc, out, err = run(*ARGS, f"results_dir={copy}", "analyze=false")
     assert rc == 0, err
-    assert f"warning: {victim} is corrupted" in out
+    assert f"warning: {victim} is corrupted" in err
     assert "A2B (random0_s0_A2B): training on task B" in out
     assert out.count("already finished, skipped") == 9
     redone = json.loads(victim.read_text())

@@ -1,5 +1,4 @@
-import sys
-
+from .cli import run_quietly
 from .sweep import main
 
-sys.exit(main())
+run_quietly(main)  # `... | head -1` ends silently

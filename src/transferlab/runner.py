@@ -21,12 +21,13 @@ from functools import cached_property
 import torch
 from omegaconf import OmegaConf
 
-from . import __version__
+from . import __version__, tracking
 from .cells import Cell
 from .data import Dataset, Task, load_dataset, make_split, task_view
 from .models import build_model, copy_layers, freeze_layers, num_weight_layers, pretrained, unit_names
 from .store import SweepStore, atomic_torch_save, atomic_write_json, file_sha256, load_state, timestamp
 from .batches import make_batches
+from .log import progress_for
 from .train import TrainingDiverged, device_name, resolve_device, train
 
 
@@ -242,12 +243,15 @@ def _train_cell(ctx: SweepContext, cell: Cell, source: dict | None, record: dict
     before = {k: v.detach().clone() for k, v in model.state_dict().items()} if frozen else None
     checkpoint = store.checkpoint_path(cell.key)
     resume = load_checkpoint(store, cell)
+    events = tracking.network_events(cfg, store.root, cell)  # logger=tensorboard: its run, as it trains
     if resume is not None:
         record["resumed_from_epoch"] = int(resume["epoch"])
         log(f"resuming from the checkpoint of epoch {resume['epoch']}")
     result = train(model, batches, cfg.train, frozen_layers=frozen, transferred=transferred,
                    seed=_seed_for(cell, "train"), log=log, state=resume, should_stop=should_stop,
-                   on_epoch_end=lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s}))
+                   progress=progress_for(cell.name),
+                   on_epoch_end=events.wrap(lambda s: atomic_torch_save(checkpoint, {"key": cell.key, **s})))
+    events.write(result["history"])  # what no epoch's end wrote: a collapse's last evaluations, a finished resume
     if before is not None:
         _check_frozen(model, before, frozen)
     if result["collapsed"] and cell.treatment == "base":

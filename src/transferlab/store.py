@@ -21,6 +21,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from .log import get
+
+log = get(__name__)
+
 
 def timestamp() -> str:
     """The one timestamp format of records, jobs.json and the bench: local time with its UTC
@@ -107,7 +111,7 @@ class SweepStore:
             stamp = (str(path), None)
         if stamp not in self._reported:
             self._reported.add(stamp)
-            print(f"warning: {path} is corrupted ({problem}); it will be recomputed", flush=True)
+            log.warning(f"warning: {path} is corrupted ({problem}); it will be recomputed")
 
     def read_record(self, key: str) -> dict | None:
         """The cell's record, or None if there is none or it is unreadable (then it is redone)."""

@@ -20,28 +20,24 @@ import time
 
 from omegaconf import OmegaConf
 
+from . import log as logs
+from . import tracking
 from .cells import Cell, plan
 from .config import ConfigError, compose, fit_to_data, results_root, sweep_name, validate
 from .executors import LaunchError, StillRunning, make_executor, new_run_id, summarize
 from .models import pretrained, unit_names
 from .store import SweepStore, atomic_write_json, check_writable
+from .train import resolved_arithmetic
+
+log = logs.get(__name__)
 
 # Config keys that do not change what a cell computes: they may differ between runs of one sweep.
 NON_DEFINING = ("name", "results_dir", "n", "seed", "treatments", "directions", "device",
-                "dry_run", "analyze", "save_checkpoints", "launcher")
+                "dry_run", "analyze", "save_checkpoints", "launcher", "quiet", "verbose", "logger")
 
 
 # What a sweep with probe cells measures CKA with (python -m transferlab.analysis --cka's defaults).
 _CKA_DEFAULTS = argparse.Namespace(cka_kernels="linear", cka_images=500, device=None)
-
-
-def resolved_arithmetic(cfg, device) -> dict:
-    """What the config leaves to the machine but the results depend on: the kind of device, the
-    precision (auto: bf16 on CUDA, fp32 on a CPU) and, on a CPU, the threads per network."""
-    from .train import resolve_precision
-
-    return {"device": device.type, "precision": resolve_precision(device, cfg.train.precision),
-            "threads": int(cfg.train.threads) if device.type == "cpu" else None}
 
 
 def _arithmetic_text(r: dict) -> str:
@@ -175,35 +171,41 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
         if splits is not None:
             tasks = splits["splits"][str(ss)]
             head += f": task A {tasks['A']['num_classes']} classes, task B {tasks['B']['num_classes']}"
-        print(head)
+        log.info(head)
         for c in group:
             dep = c.base_dependency
             done = " (done)" if store.is_done(c.key) else ""
             need = dep.key if dep else "model.weights" if c.source == "pretrained" else "-"
-            print(f"  {c.name:<7} {c.key:<30} needs {need}{done}")
+            log.info(f"  {c.name:<7} {c.key:<30} needs {need}{done}")
     bases = [c for c in cells if c.treatment == "base"]
     per = Counter(BY_NAME[c.treatment].label for c in cells if c.treatment != "base")
     done = sum(store.is_done(c.key) for c in cells)
     n_splits = len(by_split)
     each = f"{n_splits} split(s) x ({len(bases) // n_splits} bases + {(len(cells) - len(bases)) // n_splits} cells)"
-    print(f"plan: {each} = {len(bases)} base networks + {len(cells) - len(bases)} cells = "
+    log.info(f"plan: {each} = {len(bases)} base networks + {len(cells) - len(bases)} cells = "
           f"{len(cells)} networks ({done} already done)")
-    print("  per treatment: " + ", ".join(f"{k} {v}" for k, v in per.items()))
+    log.info("  per treatment: " + ", ".join(f"{k} {v}" for k, v in per.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    show_cfg = "--cfg" in argv
-    argv = [a for a in argv if a != "--cfg"]
+    try:
+        return _main(argv)
+    finally:  # every line of this run is in its sweep.log, and the next run (a test's) starts clean
+        logs.end_sweep_log()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from . import cli
+
+    # --help, --cfg, hydra.* and -m are dealt with there (an exit status); else one sweep's overrides
+    argv = cli.handle(list(sys.argv[1:] if argv is None else argv), main, __doc__)
+    if isinstance(argv, int):
+        return argv
     try:
         cfg = compose(argv)
-        if show_cfg:
-            print(OmegaConf.to_yaml(cfg))
-            return 0
         validate(cfg)
+        tracking.check(cfg)  # logger=tensorboard: the package is there
+        logs.console(quiet=cfg.quiet, verbose=cfg.verbose)
         from .runner import SweepContext
 
         # Every check before the sweep folder is written. The dataset's classes and hierarchy
@@ -218,28 +220,33 @@ def main(argv: list[str] | None = None) -> int:
         prepare(cfg, ctx.device, store, pin=not cfg.dry_run)
         atomic_write_json(store.root / "splits.json", merge_splits(store.root / "splits.json", splits))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
-    print(f"sweep {sweep_name(cfg)} -> {store.root} on {ctx.device}", flush=True)
+    if not cfg.dry_run:
+        logs.start_sweep_log(store.root, " ".join(argv) or "(defaults)")
+    log.info(f"sweep {sweep_name(cfg)} -> {store.root} on {ctx.device}")
     names = unit_names(cfg.model)
-    print(f"n counts the {len(names)} units of {cfg.model.name}: "
-          + ", ".join(f"{i} {u}" for i, u in enumerate(names, 1)), flush=True)
+    log.info(f"n counts the {len(names)} units of {cfg.model.name}: "
+          + ", ".join(f"{i} {u}" for i, u in enumerate(names, 1)))
     if cfg.dry_run:
         print_plan(cells, store, splits)
-        print(f"wrote {store.root / 'splits.json'}")
+        from . import eta
+
+        eta.report(ctx, cells)  # every network's estimated time, the sweep's; Slurm: the timeout warning
+        log.info(f"wrote {store.root / 'splits.json'}")
         return 0
     t0 = time.time()
     try:
         run_id = executor.run(ctx, cells, new_run_id())
     except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C; launcher=local has stopped its networks first
         done = sum(store.is_done(c.key) for c in cells)
-        print(f"\ninterrupted: {done} of {len(cells)} networks finished; run the same command to resume",
-              file=sys.stderr, flush=True)
+        log.warning(f"\ninterrupted: {done} of {len(cells)} networks finished; run the same command to resume")
         if isinstance(e, StillRunning):  # Ctrl-C twice: threads left inside torch ops, so no
-            sys.stdout.flush()           # interpreter shutdown around them (it would abort)
+            logs.end_sweep_log()         # interpreter shutdown around them (it would abort)
+            sys.stdout.flush()
             os._exit(130)
         return 130
     if run_id is None:
@@ -249,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     df = analysis.load(store.root)
     if len(df):
         analysis.write_table(store.root, df)
+        summary = analysis.console_summary(df)
+        tracking.finish(cfg, store.root, df, summary)  # logger=tensorboard: the summary run
         if cfg.analyze:
             if any(c.probe for c in cells):  # the probes' companion estimate: seconds, once per pair of weights
                 from .analysis.cli import measure_cka
@@ -256,19 +265,22 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     measure_cka([store.root], _CKA_DEFAULTS)
                 except Exception as e:  # the records are safe; the figures are drawn without CKA
-                    print(f"CKA not measured ({type(e).__name__}: {e}); python -m transferlab.analysis "
-                          f"{store.root} --cka measures it later", file=sys.stderr)
-            for path in analysis.write_figures(store.root, df=df):
-                print(f"wrote {path}")
-        print(analysis.console_summary(df))
+                    log.warning(f"CKA not measured ({type(e).__name__}: {e}); python -m transferlab.analysis "
+                                f"{store.root} --cka measures it later")
+            written = analysis.write_figures(store.root, df=df)
+            for path in written:
+                log.debug(f"wrote {path}")
+            if written:
+                log.info(f"wrote {len(written)} files (figures/, tables, report.md) in {store.root}")
+        log.log(logs.RESULT, summary)
     s = summarize(store, cells, run_id)
     for key, error in s["errors"].items():
-        print(f"failed: {key}: {error}")
+        log.warning(f"failed: {key}: {error}")
     for key, why in s["collapsed"].items():
-        print(f"collapsed (left out of the tables): {key}: {why}")
+        log.warning(f"collapsed (left out of the tables): {key}: {why}")
     not_run = f", {s['not_run']} not run" if s["not_run"] else ""
     collapsed = f" ({len(s['collapsed'])} collapsed)" if s["collapsed"] else ""
-    print(f"sweep finished in {time.time() - t0:.0f}s: {s['trained']} trained{collapsed}, {s['skipped']} skipped, "
+    log.log(logs.RESULT, f"sweep finished in {time.time() - t0:.0f}s: {s['trained']} trained{collapsed}, {s['skipped']} skipped, "
           f"{s['failed']} failed{not_run}; records in {store.root}"
           + ("; failed networks are retried when the command is run again" if s["failed"] or s["not_run"] else ""))
     return 1 if s["failed"] or s["not_run"] else 0

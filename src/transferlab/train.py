@@ -97,6 +97,13 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
+def resolved_arithmetic(cfg, device) -> dict:
+    """What the config leaves to the machine but the results depend on: the kind of device, the
+    precision (auto: bf16 on CUDA, fp32 on a CPU) and, on a CPU, the threads per network."""
+    return {"device": device.type, "precision": resolve_precision(device, cfg.train.precision),
+            "threads": int(cfg.train.threads) if device.type == "cpu" else None}
+
+
 def _autocast(device: torch.device, precision: str):
     precision = resolve_precision(device, precision)
     if precision == "fp32":
@@ -200,7 +207,8 @@ def restore(state: dict, model, opt, scaler=None) -> tuple[list, int, int]:
 def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, transferred: int = 0,
           log: Callable[[str], None] = print, state: dict | None = None,
           on_epoch_end: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, detect_collapse: bool = True) -> dict:
+          should_stop: Callable[[], bool] | None = None, detect_collapse: bool = True,
+          progress: Callable[..., object] | None = None) -> dict:
     """Train ``model`` in place; returns final metrics, the history of evaluations
     (``train.evals_per_epoch`` per epoch), whether the validation curve reached a plateau, and
     ``collapsed``: why training stopped early because the network died (convergence.collapse),
@@ -214,6 +222,8 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
     trains every step even when the network has died (the benchmark times whole cells).
     ``transferred``: how many leading units a fine-tuned cell copied (train.transfer_lr_mult and
     train.layer_decay set their learning rates; unit_lr_mults); 0 for a base or a frozen cell.
+    ``progress(epoch, epochs, steps, images_per_step)``: an object told of every step
+    (log.EpochProgress: a bar on a terminal, a line at least every 30 s in logs).
     """
     from .convergence import collapse, of_history
 
@@ -266,46 +276,55 @@ def train(model, batches: BatchSource, cfg, *, frozen_layers: int, seed: int, tr
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         since = 0  # steps since the last evaluation
-        for b, (x, y) in enumerate(batches.epoch(g), 1):
-            lr = lr_at(step, total, steps_per_epoch, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            ctx, _ = _autocast(device, cfg.precision)
-            with ctx:
-                out = fwd(x, no_grad_prefix=frozen_layers, **entry)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for gr in groups for p in gr["params"]], cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            step, since = step + 1, since + 1
-            loss_sum += loss.detach()
-            correct += (out.argmax(1) == y).sum()
-            if should_stop is not None and should_stop():
-                raise Interrupted(f"stopped in epoch {epoch}, step {step}")
-            if b not in evaluate_after:
-                continue
-            # Evaluate: the training loss since the last evaluation, then the validation view.
-            train_loss = loss_sum.item() / since
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch} (step {step})")
-            t_eval = time.perf_counter()
-            metrics = evaluate(model, batches, device, cfg.precision)
-            eval_time += time.perf_counter() - t_eval
-            model.train()
-            history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
-                            "train_top1": correct.item() / (since * B), "lr": lr,
-                            "time": time.perf_counter() - t0, **metrics})
-            if detect_collapse and (collapsed := collapse(history, out.shape[1])) is not None:
-                collapsed += "; lower train.lr" + ("" if cfg.grad_clip else " or set train.grad_clip")
-                log(collapsed)
-                break
-            loss_sum.zero_()
-            correct.zero_()
-            since = 0
+        bar = progress(epoch, int(cfg.epochs), steps_per_epoch, B) if progress is not None else None
+        try:
+            for b, (x, y) in enumerate(batches.epoch(g), 1):
+                lr = lr_at(step, total, steps_per_epoch, cfg)
+                for group in opt.param_groups:
+                    group["lr"] = lr * group["lr_mult"]
+                ctx, _ = _autocast(device, cfg.precision)
+                with ctx:
+                    out = fwd(x, no_grad_prefix=frozen_layers, **entry)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_([p for gr in groups for p in gr["params"]], cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                step, since = step + 1, since + 1
+                loss_sum += loss.detach()
+                correct += (out.argmax(1) == y).sum()
+                if bar is not None:  # the loss is read (a device sync) only when shown
+                    bar.step(b, lambda: loss_sum.item() / since)
+                if should_stop is not None and should_stop():
+                    raise Interrupted(f"stopped in epoch {epoch}, step {step}")
+                if b not in evaluate_after:
+                    continue
+                # Evaluate: the training loss since the last evaluation, then the validation view.
+                train_loss = loss_sum.item() / since
+                if not math.isfinite(train_loss):
+                    raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch} (step {step})")
+                t_eval = time.perf_counter()
+                metrics = evaluate(model, batches, device, cfg.precision)
+                eval_time += time.perf_counter() - t_eval
+                model.train()
+                history.append({"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": train_loss,
+                                "train_top1": correct.item() / (since * B), "lr": lr,
+                                "time": time.perf_counter() - t0, **metrics})
+                if bar is not None:
+                    bar.evaluated(history[-1])
+                if detect_collapse and (collapsed := collapse(history, out.shape[1])) is not None:
+                    collapsed += "; lower train.lr" + ("" if cfg.grad_clip else " or set train.grad_clip")
+                    log(collapsed)
+                    break
+                loss_sum.zero_()
+                correct.zero_()
+                since = 0
+        finally:  # Ctrl-C, a divergence: the bar goes too
+            if bar is not None:
+                bar.close()
         if collapsed:  # training on would not bring it back: stop here
             break
         elapsed = time.perf_counter() - t0

@@ -1,6 +1,5 @@
 """python -m transferlab.analysis: the command line (cli.main)."""
-import sys
-
+from ..cli import run_quietly
 from .cli import main
 
-sys.exit(main())
+run_quietly(main)  # `... | head -1` ends silently, as the sweep's --help and --cfg do

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from ..log import RESULT, get
 from .estimates import load_cka
 from .frame import METRICS, _acc, load
 from .report import console_summary, write_report, write_table
+
+log = get(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,27 +43,27 @@ def main(argv: list[str] | None = None) -> int:
         roots = [Path(s) for s in args.sweeps]
         for root in roots:
             if not (root / "cells").is_dir():
-                print(f"error: {root} is not a sweep folder (it has no cells/ subfolder)", file=sys.stderr)
+                log.error(f"error: {root} is not a sweep folder (it has no cells/ subfolder)")
                 return 2
         out = Path(args.out) if args.out else roots[0] if len(roots) == 1 else \
             roots[0].parent / "+".join(r.name for r in roots)
         df, metric, overlay = load(*roots), args.metric, args.overlay_original
         if df.empty:
-            print(f"error: {', '.join(map(str, roots))} hold(s) no finished cell yet", file=sys.stderr)
+            log.error(f"error: {', '.join(map(str, roots))} hold(s) no finished cell yet")
             return 1
         if args.cka and not measure_cka(roots, args):
             return 2
     try:
         _acc(df, metric)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         return 2
     for path in (write_table(out, df), out / "history.csv"):
-        print(f"wrote {path}")
+        log.info(f"wrote {path}")
     cka = load_cka(*roots) if not args.original else None
     for path in write_report(df, out, metric, overlay, title=out.name, cka=cka):
-        print(f"wrote {path}")
-    print(console_summary(df, metric))
+        log.info(f"wrote {path}")
+    log.log(RESULT, console_summary(df, metric))
     return 0
 
 
@@ -77,18 +79,18 @@ def measure_cka(roots, args) -> bool:
     if bad or not kernels or args.cka_images < 4:
         what = f"--cka-kernels={args.cka_kernels!r}; allowed: linear, rbf or linear,rbf" if bad or not kernels else \
             f"--cka-images={args.cka_images}; at least 4 images"
-        print(f"error: {what}", file=sys.stderr)
+        log.error(f"error: {what}")
         return False
     for root in roots:
         try:
             table = sweep_cka(root, kernels, args.cka_images, device=args.device)
         except (ValueError, RuntimeError, OSError) as e:  # e.g. the data moved since the sweep (data.root)
-            print(f"error: CKA of {root}: {type(e).__name__}: {e}", file=sys.stderr)
+            log.error(f"error: CKA of {root}: {type(e).__name__}: {e}")
             return False
         if len(table):
             atomic_write_bytes(root / "cka.csv", table.to_csv(index=False).encode())
-            print(f"wrote {root / 'cka.csv'} ({table.groupby(['pair', 'seed', 'split_seed']).ngroups} pair(s) of networks, "
+            log.info(f"wrote {root / 'cka.csv'} ({table.groupby(['pair', 'seed', 'split_seed']).ngroups} pair(s) of networks, "
                   f"{len(table)} values)")
         else:
-            print(f"{root}: no pair of networks to compare (baseA and baseB, or fine-tuned cells with saved weights)")
+            log.warning(f"{root}: no pair of networks to compare (baseA and baseB, or fine-tuned cells with saved weights)")
     return True

@@ -82,7 +82,7 @@ def history_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The learning curves of ``df``'s networks, one row per evaluation (long format): the
     network's identifying columns, then epoch (fractional with several evaluations per
     epoch), step and the metrics logged at that point."""
-    ids = ["sweep", "key", "name", "label", "split", "split_seed", "seed", "target", "n"]
+    ids = ["sweep", "key", "name", "label", "treatment", "split", "split_seed", "seed", "target", "n"]
     rows = [{**{k: r[k] for k in ids}, **{k: h.get(k) for k in HISTORY}}
             for r in df.to_dict("records") if isinstance(r.get("history"), list) for h in r["history"]]
     return pd.DataFrame(rows, columns=ids + HISTORY)

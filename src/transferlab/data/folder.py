@@ -29,6 +29,9 @@ from ..config import ConfigError
 from . import hierarchy as H
 from ..machine import cpu_cores
 from .sets import FileSet, ImageSet, first_per_class
+from ..log import get
+
+log = get(__name__)
 
 # The original study's man-made classes, by index in sorted-wnid order (551); the other 449
 # are natural. Its code states no rule behind the list (it is not exactly WordNet's artifact
@@ -228,6 +231,6 @@ def load(cfg, classes: list[str], resize: int, crop: int):
     if need > float(cfg.get("memory_gb", 0)) * 2 ** 30:
         return train, val
     threads = max(1, cpu_cores())
-    print(f"data={cfg.name}: decoding {len(train) + len(val):,} images into memory ({need / 2 ** 20:,.1f} MiB, "
-          f"{threads} threads)", flush=True)
+    log.info(f"data={cfg.name}: decoding {len(train) + len(val):,} images into memory ({need / 2 ** 20:,.1f} MiB, "
+             f"{threads} threads)")
     return decode(train, resize, None, threads), decode(val, resize, crop, threads)

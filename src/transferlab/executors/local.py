@@ -10,6 +10,9 @@ import time
 from ..machine import cpu_cores
 from .base import Executor
 from .worker import Once, run_cells
+from ..log import get
+
+log = get(__name__)
 
 
 def local_workers(cfg, device, files: bool = False) -> int:
@@ -129,7 +132,7 @@ class InProcess(Executor):
         if workers > 1:  # loads the images once, before the threads share them (with one worker, not at all here)
             workers = local_workers(ctx.cfg, ctx.device, files=isinstance(ctx.dataset.train, FileSet))
         set_threads(ctx.cfg.train, ctx.device)
-        say = lambda m: print(m, flush=True)  # noqa: E731
+        say = log.info
         if workers == 1:  # in this thread: a second Ctrl-C's KeyboardInterrupt unwinds it
             try:
                 run_cells(ctx, cells, run_id, say=say, should_stop=stop.is_set)

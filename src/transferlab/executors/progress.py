@@ -6,6 +6,9 @@ import time
 
 from ..cells import Cell
 from ..store import SweepStore
+from ..log import get
+
+log = get(__name__)
 
 
 def progress(store: SweepStore, cells: list[Cell]) -> tuple[int, int]:
@@ -40,13 +43,13 @@ def wait(store: SweepStore, cells: list[Cell], still_running, poll_s: float, wha
         try:
             running = still_running()
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # a scheduler hiccup
-            print(f"warning: {e}; retrying in {poll_s:.0f}s", flush=True)
+            log.warning(f"warning: {e}; retrying in {poll_s:.0f}s")
             time.sleep(poll_s)
             continue
         done, failed = progress(store, cells)
         line = f"progress: {done}/{len(cells)} networks finished, {failed} failed; {running or 'no'} {what}"
         if line != last:
-            print(line, flush=True)
+            log.info(line)
             last = line
         if not running:
             return

@@ -11,12 +11,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .. import eta
 from ..cells import Cell
 from ..config import ConfigError
 from ..store import atomic_write_json, timestamp
 from .base import Executor, LaunchError
 from .progress import wait
 from .worker import Worker, worker_config
+from ..log import get
+
+log = get(__name__)
 
 # The launcher keys passed to submitit's SlurmExecutor (hydra-submitit-launcher's names and units).
 SLURM_KEYS = ("partition", "account", "qos", "constraint", "exclude", "comment", "gres", "gpus_per_node",
@@ -115,8 +119,8 @@ class SlurmArrays(Executor):
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
             raise LaunchError(str(e)) from None
         if active:
-            print(f"this sweep's jobs are still queued or running ({self.counts(active)}): "
-                  f"not submitting again", flush=True)
+            log.info(f"this sweep's jobs are still queued or running ({self.counts(active)}): "
+                     f"not submitting again")
             self.print_follow(folder, sorted({j.split('_')[0] for j in active}))
             run_id = history[-1]["run_id"]  # waiting for that run's work
         else:
@@ -142,6 +146,7 @@ class SlurmArrays(Executor):
         config = worker_config(ctx.cfg, ctx.store.root)
         bases = [c for c in todo if c.treatment == "base"]
         rest = [c for c in todo if c.treatment != "base"]
+        eta.warn_timeout(ctx, todo, lc)  # a network estimated past timeout_min: a warning, never a stop
         dependency, name = None, ctx.store.root.name
         for what, group in (("bases", bases), ("cells", rest)):
             if not group:
@@ -155,8 +160,8 @@ class SlurmArrays(Executor):
             sub["job_ids"].append(array_id)
             sub["keys"][array_id] = [c.key for c in group]
             atomic_write_json(folder / "jobs.json", history)
-            print(f"submitted {what}: job array {array_id} ({len(group)} task(s), "
-                  f"{what} {'after ' + dependency if dependency else 'now'})", flush=True)
+            log.info(f"submitted {what}: job array {array_id} ({len(group)} task(s), "
+                     f"{what} {'after ' + dependency if dependency else 'now'})")
             dependency = f"afterany:{array_id}"
 
     @staticmethod
@@ -175,11 +180,11 @@ class SlurmArrays(Executor):
     @staticmethod
     def print_follow(folder: Path, ids: list[str]) -> None:
         j = ",".join(ids)
-        print("follow them with:\n"
-              f"  squeue -j {j}                 # queued / running tasks\n"
-              f"  sacct -j {j} -X               # states and exit codes (where accounting is on)\n"
-              f"  tail -f {folder}/{ids[-1]}_*_0_log.out   # a task's log (.err: its errors)\n"
-              "  rerun this same command      # progress; resubmits only what is unfinished once "
-              "these jobs are gone\n"
-              f"  scancel {' '.join(ids)}                  # stop them (finished networks are kept)", flush=True)
+        log.info("follow them with:\n"
+                 f"  squeue -j {j}                 # queued / running tasks\n"
+                 f"  sacct -j {j} -X               # states and exit codes (where accounting is on)\n"
+                 f"  tail -f {folder}/{ids[-1]}_*_0_log.out   # a task's log (.err: its errors)\n"
+                 "  rerun this same command      # progress; resubmits only what is unfinished once "
+                 "these jobs are gone\n"
+                 f"  scancel {' '.join(ids)}                  # stop them (finished networks are kept)")
 

@@ -6,6 +6,9 @@ import os
 from .base import Executor
 from .progress import wait
 from .worker import Worker, worker_config
+from ..log import get
+
+log = get(__name__)
 
 
 def _visible_gpus() -> list[str]:
@@ -44,7 +47,7 @@ class LocalWorkers(Executor):
         for i in range(workers):
             jobs.append(ex.submit(Worker(config, run_id, cuda_devices=gpus[i % len(gpus)] if gpus else None), keys))
         where = f"GPU {', '.join(gpus)}" if gpus else f"CPU, {ctx.cfg.train.threads} thread(s) each (train.threads)"
-        print(f"{workers} local worker(s) ({where}); their logs: {folder}/<pid>_0_log.out", flush=True)
+        log.info(f"{workers} local worker(s) ({where}); their logs: {folder}/<pid>_0_log.out")
         try:
             wait(store, cells, lambda: sum(not j.done() for j in jobs), float(lc.poll_s), "worker(s) running")
         except KeyboardInterrupt:
@@ -55,5 +58,5 @@ class LocalWorkers(Executor):
             try:
                 j.result()
             except Exception as e:  # a worker that died: its networks resume on the next run
-                print(f"worker {i} ended abnormally ({str(e).strip().splitlines()[-1]}); log: {j.paths.stdout}")
+                log.warning(f"worker {i} ended abnormally ({str(e).strip().splitlines()[-1]}); log: {j.paths.stdout}")
         return run_id

@@ -17,9 +17,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .. import log as logs
 from ..cells import Cell, plan
 from ..config import results_root
 from ..store import SweepStore, atomic_write_json, timestamp
+
+log = logs.get(__name__)
 
 
 class Step(enum.Enum):
@@ -169,7 +172,7 @@ class _Loop:
             f"{time.time() - self.t0:.0f}s, ETA {eta:.0f}s")
 
 
-def run_cells(ctx, cells: list[Cell], run_id: str, say=print, should_stop=None, parallel: int = 1,
+def run_cells(ctx, cells: list[Cell], run_id: str, say=None, should_stop=None, parallel: int = 1,
               once: Once | None = None) -> dict:
     """Train every unfinished network of ``cells`` (and the bases they need) in this process.
 
@@ -180,7 +183,7 @@ def run_cells(ctx, cells: list[Cell], run_id: str, say=print, should_stop=None, 
     ``parallel``: how many workers share the plan (for the ETA); ``should_stop()``: end early;
     ``once``: shared by the workers of one process, so each skip is announced once.
     """
-    loop = _Loop(ctx, cells, run_id, say, should_stop, parallel, once or Once())
+    loop = _Loop(ctx, cells, run_id, say or log.info, should_stop, parallel, once or Once())
     queue = list(loop.everything)
     while queue and not loop.stopping():
         waiting = [(c, key) for c in queue if not loop.stopping() and (key := loop.attempt(c)) is not None]
@@ -222,7 +225,8 @@ class Worker:
         cfg = OmegaConf.create(self.config)
         ctx = SweepContext(cfg, SweepStore(results_root(cfg)))
         by_key = {c.key: c for c in plan(cfg)}
-        return run_cells(ctx, [by_key[k] for k in keys], self.run_id, say=lambda m: print(m, flush=True))
+        logs.console(quiet=cfg.get("quiet", False), verbose=cfg.get("verbose", False))  # into the job's log
+        return run_cells(ctx, [by_key[k] for k in keys], self.run_id)
 
     def checkpoint(self, keys: list[str]):
         import submitit

@@ -238,6 +238,9 @@ class Root:
     dry_run: bool = False
     analyze: bool = True
     save_checkpoints: bool = True
+    quiet: bool = False        # the console: warnings, errors and the results only (sweep.log keeps all)
+    verbose: bool = False      # the console: debug lines too (every evaluation, the data pipeline's choices)
+    logger: str = choice("none", "tensorboard", default="none")   # experiment tracking besides the records
     probe: Probe = field(default_factory=Probe)
     data: Any = None           # the groups: checked against the schema of the option chosen
     model: Any = None
