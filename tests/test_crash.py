@@ -344,3 +344,26 @@ def test_a_diverging_cell_fails_alone_and_is_retried_next_run(tmp_path, monkeypa
     assert sweep.main(args) == 0
     assert "2 trained, 2 skipped, 0 failed" in capsys.readouterr().out
     assert store.read_record("random0_s0_baseA")["attempt"] == 2
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_ctrl_c_outside_training_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys, where):
+    """Ctrl-C while the data is read (before any network) or the figures are drawn (after all of
+    them): exit 130, one line, the finished networks kept; the rerun has nothing left to train."""
+    from transferlab import analysis
+
+    args = TINY + [f"results_dir={tmp_path}", "analyze=true"]
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "fit_to_data", ctrl_c) if where == "before" else \
+        monkeypatch.setattr(analysis, "write_figures", ctrl_c)
+    assert sweep.main(args) == 130
+    out, err = capsys.readouterr()
+    assert "interrupted; every finished network is kept: run the same command to resume" in err
+    assert "Traceback" not in out + err
+    monkeypatch.undo()
+    assert sweep.main(args) == 0
+    trained = {"before": "3 trained, 0 skipped", "after": "0 trained, 3 skipped"}[where]
+    assert trained in capsys.readouterr().out

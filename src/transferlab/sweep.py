@@ -190,6 +190,9 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside training (reading data, estimating, drawing): records are safe
+        log.warning("\ninterrupted; every finished network is kept: run the same command to resume")
+        return 130
     finally:  # every line of this run is in its sweep.log, and the next run (a test's) starts clean
         logs.end_sweep_log()
 
