@@ -367,3 +367,18 @@ def test_ctrl_c_outside_training_exits_130_without_a_traceback(tmp_path, monkeyp
     assert sweep.main(args) == 0
     trained = {"before": "3 trained, 0 skipped", "after": "0 trained, 3 skipped"}[where]
     assert trained in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["transferlab.sweep", "transferlab"])
+@pytest.mark.parametrize("after_s", [0.3, 1.5, 4.0])
+def test_ctrl_c_in_the_first_seconds_exits_130_without_a_traceback(tmp_path, module, after_s):
+    """Ctrl-C while Python loads torch (0.3 s, 1.5 s) or while the dry run reads the plan (4 s):
+    exit status 130 and no traceback, whichever moment it lands on."""
+    cmd = [sys.executable, "-m", module, *TINY, "dry_run=true", f"results_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (130, 0), out + err  # 0: the dry run had already finished
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err

@@ -15,8 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
+
+# Run as a program: Ctrl-C while Python loads torch (its first seconds) exits 130, not a traceback.
+_LOADING = __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+if _LOADING:
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
 from omegaconf import OmegaConf
 
@@ -29,6 +35,8 @@ from .models import pretrained, unit_names
 from .store import SweepStore, atomic_write_json, check_writable
 from .train import resolved_arithmetic
 
+if _LOADING:  # loaded: from here Ctrl-C is the sweep's to handle (main, executors/local.py)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 log = logs.get(__name__)
 
 # Config keys that do not change what a cell computes: they may differ between runs of one sweep.
