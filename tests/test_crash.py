@@ -380,5 +380,7 @@ def test_ctrl_c_in_the_first_seconds_exits_130_without_a_traceback(tmp_path, mod
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode in (130, 0), out + err  # 0: the dry run had already finished
+    finished = "wrote " in out and "splits.json" in out
+    # Once the dry run has finished, the signal may land in the interpreter's exit: 0, or killed by it.
+    assert proc.returncode == 130 or (finished and proc.returncode in (0, -signal.SIGINT)), out + err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
