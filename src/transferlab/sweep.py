@@ -195,6 +195,28 @@ def print_plan(cells: list[Cell], store: SweepStore, splits: dict | None = None)
     log.info("  per treatment: " + ", ".join(f"{k} {v}" for k, v in per.items()))
 
 
+class _ctrl_c_deferred:
+    """Ctrl-C inside the ``with`` body is held until it ends, then raised as KeyboardInterrupt
+    (main thread, Python's own handler only; elsewhere a plain block)."""
+
+    def __enter__(self):
+        self.pressed, self.previous = False, None
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._hold)
+            except ValueError:  # not the main thread
+                self.previous = None
+
+    def _hold(self, signum, frame):
+        self.pressed = True
+
+    def __exit__(self, kind, exc, tb):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pressed and kind is None:
+            raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -213,7 +235,8 @@ def _main(argv: list[str] | None = None) -> int:
     if isinstance(argv, int):
         return argv
     try:
-        cfg = compose(argv)
+        with _ctrl_c_deferred():  # Hydra/OmegaConf interrupted mid-update raise their own AttributeError
+            cfg = compose(argv)
         validate(cfg)
         tracking.check(cfg)  # logger=tensorboard: the package is there
         logs.console(quiet=cfg.quiet, verbose=cfg.verbose)
