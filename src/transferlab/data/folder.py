@@ -114,8 +114,8 @@ def _extensions() -> tuple[str, ...]:
     return tuple(IMG_EXTENSIONS)
 
 
-def _has_image(folder: Path, exts: tuple[str, ...]) -> bool:
-    """Is there an image anywhere below ``folder``? Stops at the first one."""
+def images_below(folder: Path, exts: tuple[str, ...]):
+    """The image files anywhere below ``folder`` (names only: none is opened), lazily."""
     stack = [str(folder)]
     while stack:
         with os.scandir(stack.pop()) as entries:
@@ -123,8 +123,12 @@ def _has_image(folder: Path, exts: tuple[str, ...]) -> bool:
                 if e.is_dir():
                     stack.append(e.path)
                 elif e.name.lower().endswith(exts):
-                    return True
-    return False
+                    yield e.path
+
+
+def _has_image(folder: Path, exts: tuple[str, ...]) -> bool:
+    """Is there an image anywhere below ``folder``? Stops at the first one."""
+    return next(images_below(folder, exts), None) is not None
 
 
 def check(cfg, classes: list[str]) -> None:

@@ -38,15 +38,9 @@ class Work:
 
 
 def _count_files(folder: Path, exts: tuple[str, ...]) -> int:
-    n, stack = 0, [str(folder)]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for e in entries:
-                if e.is_dir():
-                    stack.append(e.path)
-                elif e.name.lower().endswith(exts):
-                    n += 1
-    return n
+    from ..data.folder import images_below
+
+    return sum(1 for _ in images_below(folder, exts))
 
 
 def _folder_counts(data_cfg, names: list[str], which: str) -> int:
