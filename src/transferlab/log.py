@@ -51,13 +51,14 @@ class _Console(logging.Handler):
                 stream.write(text + "\n")
             stream.flush()
         except BrokenPipeError:  # `... | head`: the reader left; the sweep goes on, silently
-            _silence(stream)
+            silence(stream)
         except Exception:  # noqa: BLE001  logging's own policy: never raise from a handler
             self.handleError(record)
 
 
-def _silence(stream) -> None:
-    """After a BrokenPipeError: no more writes to that pipe (nor a traceback at exit)."""
+def silence(stream) -> None:
+    """After a BrokenPipeError: later writes to that pipe (and the flush at exit) go to devnull,
+    not to a traceback."""
     import os
 
     try:

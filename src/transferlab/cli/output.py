@@ -1,19 +1,14 @@
 """What --help and --cfg print, and a reader that leaves early (`... | head -1`): no traceback."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable, NoReturn
 
+from ..log import silence
+
 
 def silence_stdout() -> None:
-    """After a BrokenPipeError: later writes (and the flush at exit) go to devnull, not to a
-    traceback."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    silence(sys.stdout)
 
 
 def emit(text: str) -> bool:
